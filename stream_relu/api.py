@@ -1,0 +1,411 @@
+"""The public fitting pipeline: data -> moments -> decomposition -> recovery -> refinement -> model.
+
+:func:`fit` accepts a zarr store (path or URL), numpy arrays, or dask
+arrays, and runs the same kernels on each:
+
+* a store path runs on a local cluster of one single-threaded worker per
+  core, unless ``client`` or ``scheduler`` says otherwise
+  (``scheduler="synchronous"`` runs in this process);
+* numpy input runs in this process;
+* dask arrays run on the active dask scheduler unless a client is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .data import StoreSpec
+from .engine import (
+    ArraySource,
+    DaskArraySource,
+    DaskRunner,
+    DistributedRunner,
+    Progress,
+    SerialRunner,
+    StoreSource,
+    reduce_chunks,
+)
+from .errors import DataError, InputError, RecoveryError, StoreFormatError
+from .moments import SubspacePlan, finalize_gauss, finalize_subspace
+from .network import ReluNetwork, to_jsonable
+from .recovery import canonical_flips, choose_width, recover, subspace_basis
+from .refine import InMemoryObjective, Params, refine
+
+__all__ = ["FitResult", "fit", "predict_store"]
+
+log = logging.getLogger("stream_relu")
+
+DEFAULT_REFINE_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    model : ReluNetwork
+        The fitted network in the original coordinates (refined unless
+        ``refine=False``), with provenance and diagnostics attached.
+    moment_model : ReluNetwork
+        The pure moment estimate (what ``refine=False`` returns).
+    diagnostics : dict
+        Same as ``model.diagnostics``.
+    """
+
+    model: ReluNetwork
+    moment_model: ReluNetwork
+    diagnostics: dict
+
+
+def _is_dask_array(obj):
+    return type(obj).__module__.startswith("dask.array")
+
+
+@contextlib.contextmanager
+def _runner_for(source, client, scheduler):
+    """Pick where the kernels run; closes whatever it started."""
+    if client is not None:
+        yield DistributedRunner(client)
+        return
+    if scheduler not in (None, "local") and scheduler != "synchronous":
+        from distributed import Client
+
+        with Client(scheduler) as c:
+            yield DistributedRunner(c)
+        return
+    if scheduler == "synchronous" or isinstance(source, ArraySource):
+        yield SerialRunner()
+        return
+    if isinstance(source, DaskArraySource):
+        yield DaskRunner()
+        return
+    from distributed import Client, LocalCluster
+
+    n_workers = os.cpu_count() or 1
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        scheduler_kwargs={"dashboard": False},
+    ) as cluster, Client(cluster) as c:
+        yield DistributedRunner(c)
+
+
+def _make_source(data, y, x_name, y_name, chunk_rows, storage_options):
+    if isinstance(data, (str, os.PathLike)):
+        if y is not None:
+            raise InputError("y must not be given when fitting a store (the store holds y)")
+        store = StoreSpec.make(os.fspath(data), x=x_name, y=y_name, storage_options=storage_options).open()
+        for note in store.notes:
+            log.warning("%s", note)
+        return StoreSource.from_store(store), store
+    if y is None:
+        raise InputError("y is required when x is an array")
+    if _is_dask_array(data) or _is_dask_array(y):
+        import dask.array as da
+
+        return DaskArraySource(da.asarray(data), da.asarray(y)), None
+    x = np.asarray(data)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise StoreFormatError(
+            f"expected x of shape (n_samples, n_features) and y of shape (n_samples,); got {x.shape} and {y.shape}"
+        )
+    if x.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
+        raise StoreFormatError(f"x and y must be real numbers; got dtypes {x.dtype} and {y.dtype}")
+    return ArraySource(x, y, chunk_rows), None
+
+
+def _refine_rows(source, n_rows):
+    """Evenly spaced whole chunks holding about ``n_rows`` rows, read in this process."""
+    n_chunks = source.n_chunks
+    rows_per_chunk = max(source.n_samples // max(n_chunks, 1), 1)
+    k = min(n_chunks, max(1, -(-n_rows // rows_per_chunk)))
+    picks = np.unique(np.round(np.linspace(0, n_chunks - 1, k)).astype(int))
+    xs, ys = [], []
+    got = 0
+    for i in picks:
+        if isinstance(source, DaskArraySource):
+            xb = np.asarray(source.x.blocks[i, 0].compute())
+            yb = np.asarray(source.y.blocks[i].compute())
+        else:
+            xb, yb = source.read(int(i))
+        take = min(len(yb), n_rows - got)
+        xs.append(np.asarray(xb[:take], dtype=np.float64))
+        ys.append(np.asarray(yb[:take], dtype=np.float64))
+        got += take
+        if got >= n_rows:
+            break
+    return np.concatenate(xs), np.concatenate(ys), [int(i) for i in picks[: len(xs)]]
+
+
+def _network(params, gauss, **kwargs):
+    return ReluNetwork.from_whitened(
+        params.a, params.W, params.b, params.u, params.c, gauss.mean, gauss.whitener, **kwargs
+    )
+
+
+def fit(
+    data,
+    y=None,
+    *,
+    n_hidden=None,
+    x_name="x",
+    y_name="y",
+    client=None,
+    scheduler=None,
+    refine_model=True,
+    refine_rows=DEFAULT_REFINE_ROWS,
+    refine_passes=False,
+    refine_maxiter=3000,
+    random_state=0,
+    chunk_rows=65536,
+    storage_options=None,
+    progress=True,
+):
+    """Learn ``f(x) = sum_i a_i relu(<w_i, x> + b_i) + <u, x> + c`` from samples.
+
+    Parameters
+    ----------
+    data : str, path-like, ndarray or dask.array.Array
+        A zarr store (path or URL) holding ``x`` and ``y``, or the inputs
+        ``x`` of shape (n_samples, n_features).
+    y : ndarray or dask.array.Array of shape (n_samples,), optional
+        Labels, when ``data`` is an array.
+    n_hidden : int, optional
+        Number of units; estimated from the spectrum of ``T_2`` when omitted.
+    x_name, y_name : str
+        Array names inside the store.
+    client : dask.distributed.Client, optional
+        Cluster to run on.
+    scheduler : str, optional
+        A scheduler address (``"tcp://host:8786"``), ``"local"`` (a local
+        cluster, the default for stores) or ``"synchronous"`` (this process).
+    refine_model : bool
+        Polish the moment estimate by L-BFGS on the squared loss.
+    refine_rows : int
+        Size of the in-memory refinement subsample (evenly spaced chunks).
+    refine_passes : bool
+        Refine over whole streamed passes of the data instead of a subsample.
+    refine_maxiter : int
+        Iteration cap of the refinement.
+    random_state : int
+        Seeds the random slices of the decomposition.
+    chunk_rows : int
+        Rows per chunk for numpy input.
+    storage_options : dict, optional
+        fsspec options for a store URL.
+    progress : bool
+        Report progress on stderr.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    InputError
+        ``n_hidden`` larger than ``n_features`` or not positive.
+    RecoveryError
+        The moments do not support a decomposition.
+    """
+    t_start = time.perf_counter()
+    source, store = _make_source(data, y, x_name, y_name, chunk_rows, storage_options)
+    d = source.n_features
+    if n_hidden is not None:
+        n_hidden = int(n_hidden)
+        if n_hidden < 1:
+            raise InputError(f"--hidden must be a positive integer, got {n_hidden}")
+        if n_hidden > d:
+            raise InputError(
+                f"--hidden {n_hidden} is larger than n_features = {d}: stream_relu 0.1 recovers at most "
+                "as many units as there are features (m <= d)"
+            )
+    rng = np.random.default_rng(random_state)
+    timings = {}
+    with _runner_for(source, client, scheduler) as runner:
+        t0 = time.perf_counter()
+        prog = Progress("pass 1/2 (moments)", source.n_chunks, source.n_samples, enabled=progress)
+        state = reduce_chunks(source, "gauss", None, runner, progress=prog)
+        try:
+            gauss = finalize_gauss(state)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        timings["pass1_s"] = time.perf_counter() - t0
+        width = choose_width(gauss, n_hidden)
+        m = width.n_hidden
+        log.info(
+            "T_2 spectrum: %s; noise floor %.3g; %d units%s",
+            np.array2string(np.abs(width.spectrum[: min(d, m + 4)]), precision=3),
+            width.noise_floor,
+            m,
+            " (requested)" if width.requested else " (estimated)",
+        )
+        if m == 0:
+            raise RecoveryError(
+                "no eigenvalue of T_2 stands above the noise floor "
+                f"({width.threshold:.3g}): the data look affine; nothing to recover"
+            )
+        plan = SubspacePlan.build(gauss, subspace_basis(gauss.T2, m))
+        t0 = time.perf_counter()
+        prog = Progress("pass 2/2 (subspace moments)", source.n_chunks, source.n_samples, enabled=progress)
+        sub = finalize_subspace(reduce_chunks(source, "subspace", plan, runner, progress=prog), plan)
+        timings["pass2_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            est = recover(gauss, sub, rng=rng)
+        except np.linalg.LinAlgError as exc:
+            raise RecoveryError(f"the order-2 moment in the subspace is singular ({exc}); try a smaller --hidden") from None
+        timings["recovery_s"] = time.perf_counter() - t0
+        W_m, b_m, u_m, c_m, _ = canonical_flips(est.a, est.W, est.b, est.u, est.c)
+        moment_params = Params(est.a, W_m, b_m, u_m, c_m)
+
+        t0 = time.perf_counter()
+        if refine_passes:
+            n_ref = source.n_samples
+            rows_used = {"refinement": "all rows, streamed", "refinement_rows": n_ref}
+
+            def objective(params):
+                return reduce_chunks(source, "refine", (gauss.mean, gauss.whitener, params), runner)
+
+        else:
+            xs, ys, picks = _refine_rows(source, min(refine_rows, source.n_samples))
+            z = (xs - gauss.mean) @ gauss.whitener
+            objective = InMemoryObjective(z, ys, est.a.shape[0])
+            rows_used = {"refinement_chunks": picks, "refinement_rows": int(ys.shape[0])}
+        moment_state = objective(moment_params)
+        moment_rel_mse = 2.0 * float(moment_state.sums["loss"]) / (moment_state.count * max(gauss.var_y, 1e-300))
+        refine_info = None
+        final_params = moment_params
+        if refine_model and est.a.shape[0] > 0:
+            final_params, refine_info = refine(objective, moment_params, var_y=gauss.var_y, maxiter=refine_maxiter)
+            W_r, b_r, u_r, c_r, _ = canonical_flips(
+                final_params.a, final_params.W, final_params.b, final_params.u, final_params.c
+            )
+            final_params = Params(final_params.a, W_r, b_r, u_r, c_r)
+        timings["refinement_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+
+    rows_used["moments"] = source.n_samples
+    provenance = {
+        "package_version": __version__,
+        "store": store.identity() if store is not None else None,
+        "rows_used": rows_used,
+        "settings": {
+            "n_hidden": n_hidden,
+            "refine": bool(refine_model),
+            "refine_rows": int(refine_rows),
+            "refine_passes": bool(refine_passes),
+            "refine_maxiter": int(refine_maxiter),
+            "x": x_name,
+            "y": y_name,
+            "runner": runner.name,
+        },
+        "seeds": {"random_state": int(random_state)},
+    }
+    moment_model = _network(moment_params, gauss)
+    diagnostics = {
+        "n_samples": source.n_samples,
+        "n_features": d,
+        "input": {
+            "mean_norm": float(np.linalg.norm(gauss.mean)),
+            "cov_condition": float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0]),
+        },
+        "labels": {"mean": gauss.T0, "var": gauss.var_y, "residual_var_after_affine": gauss.residual_var},
+        "width": {
+            "chosen": m,
+            "requested": width.requested,
+            "n_above_threshold": width.n_above,
+            "t2_spectrum": width.spectrum,
+            "noise_floor": width.noise_floor,
+            "threshold": width.threshold,
+            "eigen_gaps": width.gaps,
+        },
+        "n_units_returned": int(final_params.a.shape[0]),
+        "recovery": est.diagnostics,
+        "stages": {
+            "moment": {"rel_mse_train": moment_rel_mse},
+            "refined": None
+            if refine_info is None
+            else {k: refine_info[k] for k in ("rel_mse_end", "iterations", "evaluations", "converged", "message")},
+        },
+        "refinement_history": None if refine_info is None else refine_info["history"],
+        "moment_estimate": {
+            "a": moment_model.a,
+            "W": moment_model.W,
+            "b": moment_model.b,
+            "u": moment_model.u,
+            "c": moment_model.c,
+        },
+        "timings_s": timings,
+    }
+    diagnostics = to_jsonable(diagnostics)
+    model = _network(final_params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics)
+    return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics)
+
+
+def _predict_chunk(source, index, model, out_spec):
+    from .data import open_output_array
+
+    x, _ = source.read(index)
+    start = index * source.chunk_rows
+    arr = open_output_array(out_spec)
+    arr[start : start + x.shape[0]] = model.predict(x)
+    return x.shape[0]
+
+
+def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, overwrite=False, storage_options=None):
+    """Score a store out of core: write ``model.predict(x)`` to array ``y_pred`` of a new store.
+
+    Parameters
+    ----------
+    model : ReluNetwork
+    store : str
+        Path or URL of the store holding ``x``.
+    out : str
+        Path or URL of the zarr group to create; it gets a float64 array
+        ``y_pred`` chunked like ``x``'s rows, with a crc32c checksum.
+    x_name, y_name : str
+        Array names in the input store.
+    client : dask.distributed.Client, optional
+        Where to run; the local threaded scheduler when omitted.
+    overwrite : bool
+    storage_options : dict, optional
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    import dask
+
+    from .data import create_output_array
+
+    spec = StoreSpec.make(os.fspath(store), x=x_name, y=y_name, storage_options=storage_options)
+    opened = spec.open()
+    if opened.n_features != model.n_features:
+        raise InputError(
+            f"the model has {model.n_features} features but x in {store!r} has {opened.n_features} columns"
+        )
+    source = StoreSource.from_store(opened)
+    out_spec = create_output_array(
+        os.fspath(out),
+        "y_pred",
+        n_samples=source.n_samples,
+        chunk_rows=source.chunk_rows,
+        overwrite=overwrite,
+        storage_options=storage_options,
+    )
+    tasks = [dask.delayed(_predict_chunk, pure=False)(source, i, model, out_spec) for i in range(source.n_chunks)]
+    counts = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks, scheduler="threads")
+    return int(sum(counts))

@@ -1,0 +1,243 @@
+"""The fitted model: a depth-2 ReLU network plus an affine term, and its file format.
+
+``f(x) = sum_i a_i relu(<W[:, i], x> + b_i) + <u, x> + c``
+
+Model files are strict JSON (no NaN or infinity), validated on load against
+the JSON Schema shipped in ``stream_relu/schemas/model-v1.json`` and checked
+for consistent shapes.  Imports numpy and jsonschema (dask only lazily, for
+dask input to :meth:`ReluNetwork.predict`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from .errors import ModelFileError
+
+__all__ = ["ReluNetwork", "FORMAT_VERSION", "model_schema", "load_model", "to_jsonable"]
+
+FORMAT_VERSION = 1
+
+
+def model_schema():
+    """The JSON Schema (draft 2020-12) of model files, as a dict."""
+    text = resources.files("stream_relu").joinpath("schemas/model-v1.json").read_text()
+    return json.loads(text)
+
+
+def to_jsonable(obj):
+    """Convert numpy values and containers to JSON types; non-finite floats become None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    return obj
+
+
+@dataclass(frozen=True)
+class ReluNetwork:
+    """A depth-2 ReLU network with biases and an affine term.
+
+    Parameters
+    ----------
+    a : ndarray of shape (n_hidden,)
+        Output weights.
+    W : ndarray of shape (n_features, n_hidden)
+        Column ``i`` is the unit vector ``w_i``.
+    b : ndarray of shape (n_hidden,)
+        Biases.
+    u : ndarray of shape (n_features,)
+        Linear part of the affine term.
+    c : float
+        Constant of the affine term.
+    provenance : dict
+        Where the model came from (package version, store, settings, seeds).
+    diagnostics : dict
+        The fit's diagnostics.
+    """
+
+    a: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+    u: np.ndarray
+    c: float
+    provenance: dict = field(default_factory=dict, compare=False)
+    diagnostics: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        a = np.asarray(self.a, dtype=np.float64).reshape(-1)
+        W = np.asarray(self.W, dtype=np.float64)
+        if W.ndim != 2 or W.shape[1] != a.shape[0]:
+            raise ModelFileError(f"W has shape {W.shape}; expected (n_features, {a.shape[0]})")
+        b = np.asarray(self.b, dtype=np.float64).reshape(-1)
+        u = np.asarray(self.u, dtype=np.float64).reshape(-1)
+        if b.shape != a.shape:
+            raise ModelFileError(f"b has {b.shape[0]} entries; expected {a.shape[0]} (one per unit)")
+        if u.shape[0] != W.shape[0]:
+            raise ModelFileError(f"u has {u.shape[0]} entries; expected {W.shape[0]} (n_features)")
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "W", W)
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "u", u)
+        object.__setattr__(self, "c", float(self.c))
+
+    @property
+    def n_features(self):
+        return self.W.shape[0]
+
+    @property
+    def n_hidden(self):
+        return self.a.shape[0]
+
+    @classmethod
+    def from_whitened(cls, a, W, b, u, c, mean, whitener, **kwargs):
+        """Map a network in ``z = A (x - mean)`` coordinates to x coordinates.
+
+        Notes
+        -----
+        ``<w, z> + b = <A w, x> + b - <A w, mean>`` (``A`` symmetric), then
+        each unit is rescaled to unit ``w`` (``a <- a s``, ``b <- b / s``,
+        ``s = ||A w||``); ``u_x = A u`` and ``c_x = c - <A u, mean>``.
+        """
+        Wx = whitener @ W
+        bx = b - mean @ Wx
+        s = np.linalg.norm(Wx, axis=0)
+        s = np.where(s > 0, s, 1.0)
+        ux = whitener @ u
+        return cls(a=a * s, W=Wx / s, b=bx / s, u=ux, c=c - float(mean @ ux), **kwargs)
+
+    def predict(self, x):
+        """Evaluate the network.
+
+        Parameters
+        ----------
+        x : ndarray or dask.array.Array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,), float64
+        """
+        if type(x).__module__.startswith("dask"):
+            x = x.rechunk({1: -1}) if x.ndim == 2 else x
+            return x.map_blocks(self._predict_block, drop_axis=1, dtype=np.float64)
+        return self._predict_block(x)
+
+    def _predict_block(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"x has shape {x.shape}; expected (n_samples, {self.n_features})")
+        return np.maximum(x @ self.W + self.b, 0.0) @ self.a + x @ self.u + self.c
+
+    def to_dict(self):
+        """JSON-ready dict in the model-file format."""
+        return to_jsonable(
+            {
+                "format_version": FORMAT_VERSION,
+                "n_features": self.n_features,
+                "n_hidden": self.n_hidden,
+                "a": self.a,
+                "W": self.W,
+                "b": self.b,
+                "u": self.u,
+                "c": self.c,
+                "provenance": self.provenance,
+                "diagnostics": self.diagnostics,
+            }
+        )
+
+    def save(self, path):
+        """Write the model file (strict JSON)."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+    @classmethod
+    def from_dict(cls, doc, *, source="model"):
+        """Validate a parsed model document and build the network.
+
+        Raises
+        ------
+        ModelFileError
+            Naming the field that is missing, malformed or inconsistent.
+        """
+        import jsonschema
+
+        if not isinstance(doc, dict):
+            raise ModelFileError(f"{source}: expected a JSON object, found {type(doc).__name__}")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFileError(
+                f"{source}: format_version is {version!r}; this stream_relu reads version {FORMAT_VERSION}"
+            )
+        validator = jsonschema.Draft202012Validator(model_schema())
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+            raise ModelFileError(f"{source}: field {where}: {err.message}")
+        m = len(doc["a"])
+        d = len(doc["u"])
+        checks = [
+            ("b", len(doc["b"]), m, "one per unit (len(a))"),
+            ("W", len(doc["W"]), d, "n_features rows (len(u))"),
+        ]
+        checks += [(f"W/{r}", len(row), m, "n_hidden numbers (len(a))") for r, row in enumerate(doc["W"])]
+        for key, expect, what in (("n_features", d, "len(u)"), ("n_hidden", m, "len(a)")):
+            if key in doc:
+                checks.append((key, doc[key], expect, what))
+        for name, found, expected, what in checks:
+            if found != expected:
+                raise ModelFileError(f"{source}: field {name} has {found}; expected {expected}, {what}")
+        return cls(
+            a=np.array(doc["a"], dtype=np.float64),
+            W=np.array(doc["W"], dtype=np.float64).reshape(d, m),
+            b=np.array(doc["b"], dtype=np.float64),
+            u=np.array(doc["u"], dtype=np.float64),
+            c=doc["c"],
+            provenance=doc.get("provenance", {}),
+            diagnostics=doc.get("diagnostics", {}),
+        )
+
+
+def load_model(path):
+    """Read and validate a model file.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    ReluNetwork
+
+    Raises
+    ------
+    ModelFileError
+        If the file is not strict JSON or does not match the schema.
+    FileNotFoundError
+        If there is no such file.
+    """
+
+    def _reject(token):
+        raise ModelFileError(f"{path}: {token} is not allowed in a model file (strict JSON)")
+
+    with open(path, encoding="utf-8") as fh:
+        try:
+            doc = json.load(fh, parse_constant=_reject)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    return ReluNetwork.from_dict(doc, source=str(path))
