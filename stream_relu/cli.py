@@ -118,7 +118,7 @@ def _fit_summary(result):
     ]
     if stages["refined"] is not None:
         rows.append(("refined rel MSE (train)", stages["refined"]["rel_mse_end"]))
-    rows.append(("time (s)", f"{diag['timings_s']['total_s']:.1f}"))
+    rows.append(("time (s)", f"{result.timings['total_s']:.1f}"))
     return rows
 
 
@@ -197,7 +197,7 @@ def cmd_demo(args):
     for key in final:
         fmt = (lambda v: f"{v:>14.3e}") if isinstance(final[key], float) else (lambda v: f"{v:>14}")
         print(f"{key:<{width}}  {fmt(moment[key])}  {fmt(final[key])}")
-    print(f"fit time {result.diagnostics['timings_s']['total_s']:.1f} s; model written to {model_path}")
+    print(f"fit time {result.timings['total_s']:.1f} s; model written to {model_path}")
     return 0
 
 

@@ -1,0 +1,144 @@
+"""End to end on small simulated stores: CLI, API (store, numpy, dask), schedulers, bitwise moments."""
+
+import json
+import subprocess
+import sys
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import stream_relu as sr
+from stream_relu.cli import main
+from stream_relu.engine import DistributedRunner, SerialRunner, StoreSource, reduce_chunks
+from stream_relu.moments import SubspacePlan, finalize_gauss
+from stream_relu.recovery import subspace_basis
+
+D, M, N, CHUNK = 8, 3, 200_000, 25_000
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("e2e") / "s.zarr")
+    truth = sr.simulate_store(path, n_features=D, n_hidden=M, n_samples=N, seed=3, chunk_rows=CHUNK)
+    return path, truth
+
+
+@pytest.fixture(scope="module")
+def cluster2():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_kwargs={"dashboard": False}) as c:
+        yield c
+
+
+def _strip(doc):
+    doc = dict(doc)
+    doc["provenance"] = {k: v for k, v in doc["provenance"].items()}
+    return doc
+
+
+def test_cli_simulate_fit_evaluate_predict(tmp_path, store, capsys):
+    path, truth = store
+    model_path = tmp_path / "m.json"
+    assert main(["fit", path, "--out", str(model_path), "--hidden", str(M), "--scheduler", "synchronous", "-q"]) == 0
+    assert main(["evaluate", str(model_path), "--truth", path, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    # noiseless float32 data: refinement reaches float32 rounding (rel MSE ~1e-14); floors with margin
+    assert metrics["unmatched_true"] == 0 and metrics["unmatched_fitted"] == 0
+    assert metrics["max_angle_deg"] < 1e-3 and metrics["max_abs_b_err"] < 1e-4
+    assert metrics["rel_test_mse"] < 1e-10
+    assert main(["evaluate", str(model_path), "--truth", path, "--json", "--stage", "moment"]) == 0
+    moment = json.loads(capsys.readouterr().out)
+    assert moment["max_angle_deg"] < 10  # the moment stage is an initializer
+    pred = tmp_path / "p.zarr"
+    assert main(["predict", str(model_path), path, "--out", str(pred), "-q"]) == 0
+    import zarr
+
+    y_pred = zarr.open_group(str(pred), mode="r")["y_pred"][:]
+    x, _ = sr.open_store(path).read_rows(0, N)
+    np.testing.assert_allclose(y_pred, sr.load_model(model_path).predict(x), rtol=1e-12)
+
+
+def test_cli_refuses_m_larger_than_d(store, tmp_path, capsys):
+    path, _ = store
+    code = main(["fit", path, "--out", str(tmp_path / "m.json"), "--hidden", str(D + 1), "--scheduler", "synchronous"])
+    assert code == 2
+    assert "larger than n_features" in capsys.readouterr().err
+
+
+def test_width_estimated_without_hidden(store):
+    path, truth = store
+    result = sr.fit(path, scheduler="synchronous", refine_model=False, progress=False)
+    assert result.diagnostics["width"]["chosen"] == M
+    assert not result.diagnostics["width"]["requested"]
+
+
+def test_no_refine_is_the_moment_estimate(store):
+    path, _ = store
+    result = sr.fit(path, n_hidden=M, scheduler="synchronous", refine_model=False, progress=False)
+    np.testing.assert_array_equal(result.model.W, result.moment_model.W)
+    assert result.diagnostics["stages"]["refined"] is None
+
+
+def test_numpy_and_dask_inputs_match_the_store(store):
+    path, truth = store
+    x, y = sr.open_store(path).read_rows(0, N)
+    ref = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
+    from_numpy = sr.fit(x, y, n_hidden=M, chunk_rows=CHUNK, progress=False)
+    with dask.config.set(scheduler="threads"):
+        from_dask = sr.fit(da.from_array(x, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), n_hidden=M, progress=False)
+    # same chunking, same kernels, same fold order: bitwise the same model
+    for other in (from_numpy, from_dask):
+        np.testing.assert_array_equal(other.model.W, ref.model.W)
+        np.testing.assert_array_equal(other.model.a, ref.model.a)
+
+
+def _pass_states(runner, path):
+    source = StoreSource.from_store(sr.open_store(path))
+    g_state = reduce_chunks(source, "gauss", None, runner)
+    g = finalize_gauss(g_state)
+    plan = SubspacePlan.build(g, subspace_basis(g.T2, M))
+    return g_state, reduce_chunks(source, "subspace", plan, runner)
+
+
+def _bytes(state):
+    return b"".join(state.sums[k].tobytes() for k in sorted(state.sums)) + str(state.count).encode()
+
+
+def test_bitwise_identical_moments_across_workers_and_threads(store, cluster2):
+    path, _ = store
+    ref = [_bytes(s) for s in _pass_states(SerialRunner(), path)]
+    with Client(cluster2) as client:
+        assert [_bytes(s) for s in _pass_states(DistributedRunner(client), path)] == ref
+        # a window of 1 task changes the completion order and grouping, not the bits
+        assert [_bytes(s) for s in _pass_states(DistributedRunner(client, window=1), path)] == ref
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, scheduler_kwargs={"dashboard": False}) as c1, Client(c1) as client:
+        assert [_bytes(s) for s in _pass_states(DistributedRunner(client), path)] == ref
+
+
+def test_model_file_identical_on_cluster_and_in_process(store, cluster2, tmp_path):
+    path, _ = store
+    with Client(cluster2) as client:
+        on_cluster = sr.fit(path, n_hidden=M, client=client, progress=False)
+    in_process = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
+    on_cluster.model.save(tmp_path / "a.json")
+    in_process.model.save(tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_fit_through_scheduler_address(store, cluster2):
+    path, truth = store
+    result = sr.fit(path, n_hidden=M, scheduler=cluster2.scheduler_address, progress=False)
+    assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-10
+
+
+def test_demo_command_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "stream_relu.cli", "demo", "--samples", "100000", "--features", "6", "--hidden", "2",
+         "--workdir", str(tmp_path), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rel_test_mse" in out.stdout and "moment stage" in out.stdout
+    assert (tmp_path / "model.json").exists()

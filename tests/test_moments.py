@@ -1,0 +1,163 @@
+"""Moment states: merge algebra, chunking invariance, and finalization against plain numpy oracles."""
+
+import numpy as np
+import pytest
+
+from conftest import planted, population_tensor, relu_net
+from stream_relu.hermite import hermite_e
+from stream_relu.moments import (
+    MomentState,
+    SubspacePlan,
+    finalize_gauss,
+    finalize_subspace,
+    gauss_chunk,
+    subspace_chunk,
+)
+from stream_relu.recovery import subspace_basis
+
+
+def _data(n=4000, d=5, m=3, seed=0, shift=True):
+    rng = np.random.default_rng(seed)
+    a, W, b = planted(d, m, seed)
+    L = np.tril(rng.normal(size=(d, d))) * 0.3 + np.eye(d)
+    x = rng.standard_normal((n, d)) @ L.T + (0.5 if shift else 0.0)
+    y = relu_net(x, a, W, b) + 0.1 * rng.standard_normal(n)
+    return x, y
+
+
+def _chunks(x, y, bounds, fn, *args):
+    return [fn(x[lo:hi], y[lo:hi], *args) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _assert_states_close(s1, s2, rtol=1e-12):
+    # Rounding of a sum of n terms of size O(1) is about n * eps, relative to the
+    # terms (not to the sum, which may cancel to ~0): hence the count in atol.
+    assert s1.count == s2.count and s1.sums.keys() == s2.sums.keys()
+    for k in s1.sums:
+        scale = max(np.abs(s2.sums[k]).max(), s2.count)
+        np.testing.assert_allclose(s1.sums[k], s2.sums[k], rtol=rtol, atol=rtol * scale)
+
+
+def test_merge_identity_commutativity_associativity():
+    x, y = _data()
+    s = _chunks(x, y, [0, 1000, 2500, 4000], gauss_chunk)
+    assert (0 + s[0]) is s[0] and (s[0] + 0) is s[0]
+    assert s[0] + s[1] == s[1] + s[0]  # IEEE addition is commutative: bitwise equal
+    _assert_states_close((s[0] + s[1]) + s[2], s[0] + (s[1] + s[2]), rtol=1e-14)
+    assert sum(s).count == 4000
+
+
+def test_merge_refuses_other_pass():
+    x, y = _data()
+    g = gauss_chunk(x, y)
+    other = MomentState("subspace", "k", 1, {"r2": np.zeros(())})
+    with pytest.raises(ValueError, match="cannot merge"):
+        g + other
+
+
+def test_gauss_state_against_plain_numpy_loop():
+    # Oracle: per-row accumulation in a Python loop over rows (float64).
+    x, y = _data(n=300)
+    state = gauss_chunk(x.astype(np.float32), y.astype(np.float32))
+    x32, y32 = x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64)
+    xx = np.zeros((5, 5))
+    yxx = np.zeros((5, 5))
+    for i in range(300):
+        xx += np.outer(x32[i], x32[i])
+        yxx += y32[i] * np.outer(x32[i], x32[i])
+    np.testing.assert_allclose(state.sums["xx"], xx, rtol=1e-12)
+    np.testing.assert_allclose(state.sums["yxx"], yxx, rtol=1e-12)
+    np.testing.assert_allclose(state.sums["yx"], (x32 * y32[:, None]).sum(0), rtol=1e-12)
+    assert state.sums["xx"].dtype == np.float64
+
+
+@pytest.mark.parametrize("bounds", [[0, 4000], [0, 1, 2, 4000], [0, 1333, 2666, 4000], [0, 999, 1000, 3999, 4000]])
+def test_chunking_invariance(bounds):
+    # Different chunkings agree to float64 rounding (not bitwise: summation order differs).
+    x, y = _data()
+    ref = gauss_chunk(x, y)
+    _assert_states_close(sum(_chunks(x, y, bounds, gauss_chunk)), ref)
+    g = finalize_gauss(ref)
+    plan = SubspacePlan.build(g, subspace_basis(g.T2, 3))
+    ref2 = subspace_chunk(x, y, plan)
+    _assert_states_close(sum(_chunks(x, y, bounds, subspace_chunk, plan)), ref2, rtol=1e-11)
+
+
+def test_finalize_gauss_against_direct_whitening():
+    # Oracle: whiten with numpy's mean/cov and average y He_k(z) directly.
+    x, y = _data(n=5000)
+    g = finalize_gauss(gauss_chunk(x, y))
+    mu = x.mean(0)
+    C = np.cov(x.T, bias=True)
+    e, Q = np.linalg.eigh(C)
+    z = (x - mu) @ (Q / np.sqrt(e)) @ Q.T
+    np.testing.assert_allclose(g.mean, mu, atol=1e-12)
+    np.testing.assert_allclose(g.cov, C, atol=1e-10)
+    np.testing.assert_allclose(g.T0, y.mean(), rtol=1e-12)
+    np.testing.assert_allclose(g.T1, (y[:, None] * z).mean(0), atol=1e-10)
+    T2 = (z * y[:, None]).T @ z / len(y) - y.mean() * np.eye(5)
+    np.testing.assert_allclose(g.T2, T2, atol=1e-9)
+    np.testing.assert_allclose(g.var_y, y.var(), rtol=1e-10)
+
+
+def test_finalize_gauss_refuses_singular_covariance():
+    x, y = _data(n=500)
+    x[:, 2] = 2 * x[:, 1]
+    with pytest.raises(ValueError, match="singular"):
+        finalize_gauss(gauss_chunk(x, y))
+
+
+def test_subspace_tensors_against_one_dimensional_hermite():
+    # Oracle: for a unit vector u, He_k(v)[u, ..., u] = He_k(<u, v>), a 1-D polynomial.
+    x, y = _data(n=3000, seed=3)
+    g = finalize_gauss(gauss_chunk(x, y))
+    U = subspace_basis(g.T2, 3)
+    plan = SubspacePlan.build(g, U)
+    sub = finalize_subspace(subspace_chunk(x, y, plan), plan)
+    z = (x - g.mean) @ g.whitener
+    v = z @ U
+    r2 = y - g.T0 - z @ g.T1
+    r3 = r2 - 0.5 * (np.einsum("ni,ij,nj->n", v, plan.M2, v) - np.trace(plan.M2))
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        u = rng.standard_normal(3)
+        u /= np.linalg.norm(u)
+        t = v @ u
+        np.testing.assert_allclose(u @ sub.M2 @ u, np.mean(r2 * hermite_e(2, t)), atol=1e-10)
+        np.testing.assert_allclose(np.einsum("ijk,i,j,k->", sub.T3, u, u, u), np.mean(r3 * hermite_e(3, t)), atol=1e-10)
+        np.testing.assert_allclose(
+            np.einsum("ijkl,i,j,k,l->", sub.T4, u, u, u, u), np.mean(r3 * hermite_e(4, t)), atol=1e-10
+        )
+    T2U = (z * r2[:, None]).T @ v / len(y) - r2.mean() * U
+    np.testing.assert_allclose(sub.T2U, T2U, atol=1e-10)
+    # full symmetry of the reconstructed tensors
+    np.testing.assert_allclose(sub.T3, sub.T3.transpose(1, 0, 2), atol=1e-14)
+    np.testing.assert_allclose(sub.T4, sub.T4.transpose(0, 2, 1, 3), atol=1e-14)
+    np.testing.assert_allclose(sub.T4, sub.T4.transpose(3, 1, 2, 0), atol=1e-14)
+
+
+def test_slice_formulas_against_monte_carlo():
+    # T_k = sum a c_k(b) w^(x)k (population) vs the estimators at n = 4e5.
+    # Entry std of E[y He_k] is about sqrt(k! E[y^2] / n) ~ 5e-3; tolerance 6 sigma.
+    d, m, n = 4, 2, 400_000
+    a, W, b = planted(d, m, 7)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, d))
+    y = relu_net(x, a, W, b)
+    g = finalize_gauss(sum(gauss_chunk(x[i : i + 50_000], y[i : i + 50_000]) for i in range(0, n, 50_000)))
+    tol = 6 * np.sqrt(2 * np.mean(y**2) / n)
+    np.testing.assert_allclose(g.T2, population_tensor(a, W, b, 2), atol=tol)
+    np.testing.assert_allclose(g.T1, population_tensor(a, W, b, 1), atol=tol)
+    plan = SubspacePlan.build(g, np.linalg.qr(W)[0])
+    sub = finalize_subspace(subspace_chunk(x, y, plan), plan)
+    V = plan.basis.T @ W
+    for k, T in ((3, sub.T3), (4, sub.T4)):
+        pop = population_tensor(a, V, b, k)
+        tol_k = 6 * np.sqrt({3: 6, 4: 24}[k] * max(sub.var_r3, 1e-3) / n)
+        np.testing.assert_allclose(T, pop, atol=tol_k)
+
+
+def test_state_round_trip_arrays():
+    x, y = _data(n=100)
+    s = gauss_chunk(x, y)
+    assert MomentState.from_arrays(s.kind, s.key, s.to_arrays()) == s
