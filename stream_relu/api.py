@@ -44,6 +44,11 @@ __all__ = ["FitResult", "fit", "predict_store"]
 log = logging.getLogger("stream_relu")
 
 DEFAULT_REFINE_ROWS = 250_000
+DEFAULT_REFINE_ROWS_MAX = 1_000_000
+REFINE_MEMORY_BYTES = 1 << 30
+# Noiseless float32 data refine to a relative MSE of about 1e-15; a residual
+# above this says the labels are noisy and more rows will help.
+NOISY_REL_MSE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -132,19 +137,18 @@ def _make_source(data, y, x_name, y_name, chunk_rows, storage_options):
 
 
 def _refine_rows(source, n_rows):
-    """Evenly spaced whole chunks holding about ``n_rows`` rows, read in this process."""
+    """Evenly spaced whole chunks holding at least ``n_rows`` rows (or all), read in this process."""
     n_chunks = source.n_chunks
-    rows_per_chunk = max(source.n_samples // max(n_chunks, 1), 1)
-    k = min(n_chunks, max(1, -(-n_rows // rows_per_chunk)))
-    picks = np.unique(np.round(np.linspace(0, n_chunks - 1, k)).astype(int))
+    k = max(1, -(-n_rows // max(source.chunk_len(0), 1)))
+    while True:
+        picks = np.unique(np.round(np.linspace(0, n_chunks - 1, min(k, n_chunks))).astype(int))
+        if k >= n_chunks or sum(source.chunk_len(int(i)) for i in picks) >= n_rows:
+            break
+        k += 1
     xs, ys = [], []
     got = 0
     for i in picks:
-        if isinstance(source, DaskArraySource):
-            xb = np.asarray(source.x.blocks[i, 0].compute())
-            yb = np.asarray(source.y.blocks[i].compute())
-        else:
-            xb, yb = source.read(int(i))
+        xb, yb = source.read(int(i))
         take = min(len(yb), n_rows - got)
         xs.append(np.asarray(xb[:take], dtype=np.float64))
         ys.append(np.asarray(yb[:take], dtype=np.float64))
@@ -152,6 +156,48 @@ def _refine_rows(source, n_rows):
         if got >= n_rows:
             break
     return np.concatenate(xs), np.concatenate(ys), [int(i) for i in picks[: len(xs)]]
+
+
+def _in_memory_objective(source, gauss, n_rows, n_hidden):
+    xs, ys, picks = _refine_rows(source, min(n_rows, source.n_samples))
+    z = (xs - gauss.mean) @ gauss.whitener
+    return InMemoryObjective(z, ys, n_hidden), {"chunks": picks, "rows": int(ys.shape[0])}
+
+
+def _rel_mse(objective, params, var_y):
+    state = objective(params)
+    return 2.0 * float(state.sums["loss"]) / (state.count * max(var_y, np.finfo(float).tiny))
+
+
+def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes, maxiter):
+    """Refine ``start`` (whitened coordinates); returns (params, diagnostics, rows used)."""
+    m = start.n_hidden
+    if passes:
+
+        def objective(params):
+            return reduce_chunks(source, "refine", (gauss.mean, gauss.whitener, params), runner)
+
+        used = {"rows": source.n_samples, "streamed": True}
+    else:
+        objective, used = _in_memory_objective(source, gauss, rows, m)
+    stages = {"moment": {"rel_mse_train": _rel_mse(objective, start, gauss.var_y)}, "refined": []}
+    history = []
+    rows_used = {"refinement": [used]}
+    params = start
+    if enabled and m > 0:
+        params, info = refine(objective, start, var_y=gauss.var_y, maxiter=maxiter)
+        stages["refined"].append({"rows": used["rows"], **{k: v for k, v in info.items() if k != "history"}})
+        history += info["history"]
+        rows2 = min(source.n_samples, rows_max, REFINE_MEMORY_BYTES // (8 * source.n_features))
+        if not passes and info["rel_mse_end"] > NOISY_REL_MSE and rows2 > used["rows"]:
+            objective2, used2 = _in_memory_objective(source, gauss, rows2, m)
+            params, info2 = refine(objective2, params, var_y=gauss.var_y, maxiter=maxiter)
+            stages["refined"].append({"rows": used2["rows"], **{k: v for k, v in info2.items() if k != "history"}})
+            history += info2["history"]
+            rows_used["refinement"].append(used2)
+        W, b, u, c, _ = canonical_flips(params.a, params.W, params.b, params.u, params.c)
+        params = Params(params.a, W, b, u, c)
+    return params, {"stages": stages, "history": history or None}, rows_used
 
 
 def _network(params, gauss, **kwargs):
@@ -171,6 +217,7 @@ def fit(
     scheduler=None,
     refine_model=True,
     refine_rows=DEFAULT_REFINE_ROWS,
+    refine_rows_max=DEFAULT_REFINE_ROWS_MAX,
     refine_passes=False,
     refine_maxiter=3000,
     random_state=0,
@@ -200,6 +247,11 @@ def fit(
         Polish the moment estimate by L-BFGS on the squared loss.
     refine_rows : int
         Size of the in-memory refinement subsample (evenly spaced chunks).
+    refine_rows_max : int
+        When the first refinement leaves a residual that shows label noise,
+        a second refinement runs on up to this many rows (and at most
+        ``REFINE_MEMORY_BYTES`` of float64 inputs): the statistical error
+        of the refined parameters shrinks like ``1 / rows``.
     refine_passes : bool
         Refine over whole streamed passes of the data instead of a subsample.
     refine_maxiter : int
@@ -278,28 +330,17 @@ def fit(
         moment_params = Params(est.a, W_m, b_m, u_m, c_m)
 
         t0 = time.perf_counter()
-        if refine_passes:
-            n_ref = source.n_samples
-            rows_used = {"refinement": "all rows, streamed", "refinement_rows": n_ref}
-
-            def objective(params):
-                return reduce_chunks(source, "refine", (gauss.mean, gauss.whitener, params), runner)
-
-        else:
-            xs, ys, picks = _refine_rows(source, min(refine_rows, source.n_samples))
-            z = (xs - gauss.mean) @ gauss.whitener
-            objective = InMemoryObjective(z, ys, est.a.shape[0])
-            rows_used = {"refinement_chunks": picks, "refinement_rows": int(ys.shape[0])}
-        moment_state = objective(moment_params)
-        moment_rel_mse = 2.0 * float(moment_state.sums["loss"]) / (moment_state.count * max(gauss.var_y, 1e-300))
-        refine_info = None
-        final_params = moment_params
-        if refine_model and est.a.shape[0] > 0:
-            final_params, refine_info = refine(objective, moment_params, var_y=gauss.var_y, maxiter=refine_maxiter)
-            W_r, b_r, u_r, c_r, _ = canonical_flips(
-                final_params.a, final_params.W, final_params.b, final_params.u, final_params.c
-            )
-            final_params = Params(final_params.a, W_r, b_r, u_r, c_r)
+        final_params, refinement, rows_used = _refinement(
+            source,
+            runner,
+            gauss,
+            moment_params,
+            enabled=refine_model,
+            rows=refine_rows,
+            rows_max=refine_rows_max,
+            passes=refine_passes,
+            maxiter=refine_maxiter,
+        )
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -312,6 +353,7 @@ def fit(
             "n_hidden": n_hidden,
             "refine": bool(refine_model),
             "refine_rows": int(refine_rows),
+            "refine_rows_max": int(refine_rows_max),
             "refine_passes": bool(refine_passes),
             "refine_maxiter": int(refine_maxiter),
             "x": x_name,
@@ -339,13 +381,8 @@ def fit(
         },
         "n_units_returned": int(final_params.a.shape[0]),
         "recovery": est.diagnostics,
-        "stages": {
-            "moment": {"rel_mse_train": moment_rel_mse},
-            "refined": None
-            if refine_info is None
-            else {k: refine_info[k] for k in ("rel_mse_end", "iterations", "evaluations", "converged", "message")},
-        },
-        "refinement_history": None if refine_info is None else refine_info["history"],
+        "stages": refinement["stages"],
+        "refinement_history": refinement["history"],
         "moment_estimate": {
             "a": moment_model.a,
             "W": moment_model.W,

@@ -101,6 +101,7 @@ def _fit(args, store):
         scheduler=args.scheduler,
         refine_model=not args.no_refine,
         refine_rows=args.refine_rows,
+        refine_rows_max=args.refine_rows_max,
         refine_passes=args.refine_passes,
         random_state=args.seed,
         storage_options=_storage_options(args.storage_options),
@@ -116,8 +117,8 @@ def _fit_summary(result):
         ("width chosen", f"{diag['width']['chosen']} ({'requested' if diag['width']['requested'] else 'estimated'})"),
         ("moment-stage rel MSE (train)", stages["moment"]["rel_mse_train"]),
     ]
-    if stages["refined"] is not None:
-        rows.append(("refined rel MSE (train)", stages["refined"]["rel_mse_end"]))
+    for stage in stages["refined"]:
+        rows.append((f"refined rel MSE (train, {stage['rows']} rows)", stage["rel_mse_end"]))
     rows.append(("time (s)", f"{result.timings['total_s']:.1f}"))
     return rows
 
@@ -239,6 +240,12 @@ def build_parser():
     p.add_argument("--scheduler", help="dask scheduler address, 'local' (default) or 'synchronous'")
     p.add_argument("--no-refine", action="store_true", help="return the pure moment estimate")
     p.add_argument("--refine-rows", type=_positive_int, default=250_000, help="refinement subsample rows")
+    p.add_argument(
+        "--refine-rows-max",
+        type=_positive_int,
+        default=1_000_000,
+        help="rows of the second refinement, run when the labels look noisy",
+    )
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
     p.add_argument("--seed", type=int, default=0, help="seed of the decomposition's random slices")
     p.add_argument("--x", default="x", help="name of the inputs array (default x)")

@@ -86,6 +86,9 @@ class StoreSource:
     def n_chunks(self):
         return -(-self.n_samples // self.chunk_rows)
 
+    def chunk_len(self, index):
+        return min(self.chunk_rows, self.n_samples - index * self.chunk_rows)
+
     def read(self, index):
         return _open_cached(self.spec, self.n_samples).read_chunk(index)
 
@@ -112,6 +115,9 @@ class ArraySource:
     @property
     def n_chunks(self):
         return -(-self.n_samples // self.chunk_rows)
+
+    def chunk_len(self, index):
+        return min(self.chunk_rows, self.n_samples - index * self.chunk_rows)
 
     def read(self, index):
         sl = slice(index * self.chunk_rows, (index + 1) * self.chunk_rows)
@@ -141,6 +147,12 @@ class DaskArraySource:
     @property
     def n_chunks(self):
         return len(self.x.chunks[0])
+
+    def chunk_len(self, index):
+        return int(self.bounds[index + 1] - self.bounds[index])
+
+    def read(self, index):
+        return np.asarray(self.x.blocks[index, 0].compute()), np.asarray(self.y.blocks[index].compute())
 
     def delayed_blocks(self):
         return list(zip(self.x.to_delayed()[:, 0], self.y.to_delayed()))
