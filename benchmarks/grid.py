@@ -87,7 +87,11 @@ def run_one(client, workdir, name, seed, k=None):
     moment = sr.evaluate(result.moment_model, truth)
     shutil.rmtree(store, ignore_errors=True)
     m_true = truth.network.n_hidden
+    w = result.diagnostics["width"]
+    spec = np.abs(np.asarray(w["t2_spectrum"]))
     return {
+        # |eigenvalue| / threshold of the weakest true unit and of the largest noise eigenvalue
+        "width_margin": [float(spec[m_true - 1] / w["threshold"]), float(spec[m_true] / w["threshold"]) if spec.size > m_true else None],
         "case": name,
         "k": k,
         "seed": seed,
@@ -144,6 +148,10 @@ def main(argv=None):
             ok = worst <= floor
             ok_all &= ok
             print(f"  {name} {metric:<14} worst {_fmt(worst):>10}  floor {_fmt(floor):>10}  {'ok' if ok else 'MISSED'}")
+        if name == "G5":
+            weakest = min(r["width_margin"][0] for r in case_rows)
+            noisiest = max(r["width_margin"][1] for r in case_rows)
+            print(f"  G5 width evidence: weakest unit at {weakest:.2f}x the threshold, largest noise eigenvalue at {noisiest:.2f}x")
         for metric, floor in MOMENT_FLOORS.get(name, {}).items():
             worst = max(r["moment"][metric] for r in case_rows)
             ok = worst <= floor

@@ -37,7 +37,7 @@ from .errors import DataError, InputError, RecoveryError, StoreFormatError
 from .moments import SubspacePlan, finalize_gauss, finalize_subspace
 from .network import ReluNetwork, to_jsonable
 from .recovery import canonical_flips, choose_width, recover, subspace_basis
-from .refine import InMemoryObjective, Params, refine
+from .refine import InMemoryObjective, Params, RefinePlan, refine
 
 __all__ = ["FitResult", "fit", "predict_store"]
 
@@ -82,6 +82,9 @@ def _is_dask_array(obj):
 @contextlib.contextmanager
 def _runner_for(source, client, scheduler):
     """Pick where the kernels run; closes whatever it started."""
+    if isinstance(source, ArraySource):  # numpy input fits in-process: never ship arrays in tasks
+        yield SerialRunner()
+        return
     if client is not None:
         yield DistributedRunner(client)
         return
@@ -91,7 +94,7 @@ def _runner_for(source, client, scheduler):
         with Client(scheduler) as c:
             yield DistributedRunner(c)
         return
-    if scheduler == "synchronous" or isinstance(source, ArraySource):
+    if scheduler == "synchronous":
         yield SerialRunner()
         return
     if isinstance(source, DaskArraySource):
@@ -175,7 +178,7 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
     if passes:
 
         def objective(params):
-            return reduce_chunks(source, "refine", (gauss.mean, gauss.whitener, params), runner)
+            return reduce_chunks(source, "refine", RefinePlan.build(gauss.mean, gauss.whitener, params), runner)
 
         used = {"rows": source.n_samples, "streamed": True}
     else:
@@ -198,6 +201,39 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
         W, b, u, c, _ = canonical_flips(params.a, params.W, params.b, params.u, params.c)
         params = Params(params.a, W, b, u, c)
     return params, {"stages": stages, "history": history or None}, rows_used
+
+
+ROWS_PER_PARAMETER_PAIR = 2000  # the envelope's n >= 1e6 at d m = 500
+
+
+def _envelope_warnings(gauss, width, est, moment_model):
+    """Plain-language warnings when the fit leaves the supported envelope."""
+    d, m, n = gauss.n_features, width.n_hidden, gauss.n_samples
+    out = []
+    cond = float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0])
+    if cond > 100:
+        out.append(f"cond(Sigma) = {cond:.3g} > 100: outside the supported envelope, accuracy is not guaranteed")
+    needed = ROWS_PER_PARAMETER_PAIR * d * m
+    if n < needed:
+        out.append(f"{n} rows for d = {d}, m = {m}: about {needed} are needed for the stated accuracy")
+    if width.requested and m > width.n_above:
+        out.append(
+            f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor "
+            f"({width.threshold:.3g}); the weakest units are unreliable"
+        )
+    for unit in est.diagnostics["folded_units"]:
+        out.append(
+            f"a unit with b = {unit['b']:.3g} is invisible in every Hermite order "
+            f"(strength {unit['max_strength']:.2g} noise levels) and was folded into the affine term"
+        )
+    big_b = np.flatnonzero(np.abs(moment_model.b) > 2)
+    if big_b.size:
+        out.append(f"units {big_b.tolist()} have |b| > 2: outside the supported envelope, their recovery costs many more rows")
+    if moment_model.n_hidden > 1:
+        C = np.abs(moment_model.W.T @ moment_model.W) - np.eye(moment_model.n_hidden)
+        if C.max() > 0.9:
+            out.append(f"two units have |cos(w_i, w_j)| = {C.max():.3f} > 0.9: outside the supported envelope")
+    return out
 
 
 def _network(params, gauss, **kwargs):
@@ -362,7 +398,11 @@ def fit(
         "seeds": {"random_state": int(random_state)},
     }
     moment_model = _network(moment_params, gauss)
+    warnings = _envelope_warnings(gauss, width, est, moment_model)
+    for text in warnings:
+        log.warning("%s", text)
     diagnostics = {
+        "warnings": warnings,
         "n_samples": source.n_samples,
         "n_features": d,
         "input": {

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from .data import StoreSpec
 from .errors import DataError
 from .moments import gauss_chunk, subspace_chunk
-from .refine import loss_grad_chunk
+from .refine import refine_chunk
 
 __all__ = [
     "KERNELS",
@@ -50,16 +50,10 @@ __all__ = [
 log = logging.getLogger("stream_relu")
 
 
-def _refine_kernel(x, y, plan):
-    mean, whitener, params = plan
-    z = (np.asarray(x, dtype=np.float64) - mean) @ whitener
-    return loss_grad_chunk(z, y, params)
-
-
 KERNELS = {
     "gauss": lambda x, y, plan: gauss_chunk(x, y),
     "subspace": subspace_chunk,
-    "refine": _refine_kernel,
+    "refine": refine_chunk,
 }
 
 
@@ -266,14 +260,16 @@ class DistributedRunner:
         if isinstance(source, DaskArraySource):
             yield from self._imap_dask(source, kernel, plan)
             return
+        from dask.base import tokenize
+
         plan_f = self.client.scatter(plan, broadcast=True, hash=False) if plan is not None else None
-        token = getattr(plan, "key", None) or kernel
+        # Keys name the source, the kernel and its plan: a recomputed task
+        # (lost worker) keeps its key, and concurrent fits never share one.
+        prefix = f"stream-relu-{kernel}-{getattr(plan, 'key', 'none')}-{tokenize(source)}"
         n = source.n_chunks
 
         def submit(i):
-            return self.client.submit(
-                run_chunk, source, i, kernel, plan_f, key=f"stream-relu-{kernel}-{token}-{i}", pure=False
-            )
+            return self.client.submit(run_chunk, source, i, kernel, plan_f, key=f"{prefix}-{i}", pure=False)
 
         pending = as_completed()
         futures = {}

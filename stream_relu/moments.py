@@ -67,6 +67,7 @@ __all__ = [
     "finalize_gauss",
     "finalize_subspace",
     "pair_indices",
+    "digest",
 ]
 
 GAUSS_KEY = "gauss-v1"
@@ -288,7 +289,8 @@ def finalize_gauss(state):
     )
 
 
-def _digest(*arrays):
+def digest(*arrays):
+    """Short sha256 digest of float64 arrays (shapes included): the key of a plan."""
     h = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a, dtype=np.float64)
@@ -340,7 +342,7 @@ class SubspacePlan:
         mean, whitener, basis, T1, M2 = (
             np.ascontiguousarray(a, dtype=np.float64) for a in (mean, whitener, basis, T1, M2)
         )
-        key = "subspace-v1-" + _digest(mean, whitener, basis, np.array(T0), T1, M2)
+        key = "subspace-v1-" + digest(mean, whitener, basis, np.array(T0), T1, M2)
         proj = whitener @ basis
         lin = whitener @ T1
         return cls(

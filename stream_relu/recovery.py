@@ -51,7 +51,7 @@ __all__ = [
     "canonical_flips",
 ]
 
-WIDTH_THRESHOLD = 4.0  # eigenvalues above this many noise floors count as units
+WIDTH_THRESHOLD = 3.0  # eigenvalues above this many noise floors count as units (noise tops out near 1)
 FOLD_STRENGTH = 3.0  # a unit weaker than this many noise levels in every order is folded
 
 

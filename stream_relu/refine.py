@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from .moments import MomentState
+from .moments import MomentState, digest
 
-__all__ = ["Params", "loss_grad_chunk", "InMemoryObjective", "refine"]
+__all__ = ["Params", "RefinePlan", "loss_grad_chunk", "refine_chunk", "InMemoryObjective", "refine"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,30 @@ def loss_grad_chunk(z, y, params):
     grad = np.concatenate([act.T @ e, (z.T @ g_h).ravel(), g_h.sum(axis=0), z.T @ e, [e.sum()]])
     sums = {"loss": np.array(0.5 * (e @ e)), "grad": grad}
     return MomentState("refine", "refine", z.shape[0], sums)
+
+
+@dataclass(frozen=True)
+class RefinePlan:
+    """Inputs of a streamed loss pass: the whitening and the current parameters.
+
+    ``key`` digests all of them, so states (and cluster task keys) of
+    different iterations never mix.
+    """
+
+    mean: np.ndarray
+    whitener: np.ndarray
+    params: Params
+    key: str
+
+    @classmethod
+    def build(cls, mean, whitener, params):
+        return cls(mean, whitener, params, "refine-" + digest(mean, whitener, params.pack()))
+
+
+def refine_chunk(x, y, plan):
+    """:func:`loss_grad_chunk` of raw rows ``x``, whitened with the plan's mean and whitener."""
+    z = (np.asarray(x, dtype=np.float64) - plan.mean) @ plan.whitener
+    return loss_grad_chunk(z, y, plan.params)
 
 
 class InMemoryObjective:

@@ -136,3 +136,41 @@ def test_demo_command_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "rel_test_mse" in out.stdout and "moment stage" in out.stdout
     assert (tmp_path / "model.json").exists()
+
+
+def test_general_gaussian_inputs_from_a_truth_file(tmp_path):
+    # x ~ N(mu, Sigma) with cond(Sigma) = 10: whitening, then the network mapped back.
+    d, m = 5, 2
+    rng = np.random.default_rng(11)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lam = np.logspace(0, 1, d)
+    cov, inv_sqrt = (Q * lam) @ Q.T, (Q / np.sqrt(lam)) @ Q.T
+    mu = rng.standard_normal(d) / np.sqrt(d)
+    z_net = sr.draw_network(d, m, np.random.default_rng(5))
+    net = sr.ReluNetwork.from_whitened(z_net.a, z_net.W, z_net.b, np.zeros(d), 0.0, mu, inv_sqrt)
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps(sr.Truth(net, mu, cov).to_dict()))
+    store, model = str(tmp_path / "g.zarr"), str(tmp_path / "m.json")
+    assert main(["simulate", store, "--truth", str(truth_file), "--samples", "200000", "--chunk-rows", "50000", "-q"]) == 0
+    assert main(["fit", store, "--out", model, "--hidden", "2", "--scheduler", "synchronous", "-q"]) == 0
+    metrics = sr.evaluate(sr.load_model(model), sr.load_truth(str(truth_file)))
+    assert metrics["rel_test_mse"] < 1e-10 and metrics["max_angle_deg"] < 1e-3
+
+
+def test_streamed_refinement_passes(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    truth = sr.simulate_store(path, n_features=4, n_hidden=2, n_samples=40_000, seed=2, chunk_rows=10_000)
+    result = sr.fit(path, n_hidden=2, scheduler="synchronous", refine_passes=True, refine_maxiter=300, progress=False)
+    assert result.model.provenance["rows_used"]["refinement"] == [{"rows": 40_000, "streamed": True}]
+    assert result.diagnostics["stages"]["refined"][0]["rel_mse_end"] < result.diagnostics["stages"]["moment"]["rel_mse_train"]
+    assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-8
+
+
+def test_warns_outside_the_envelope(caplog):
+    rng = np.random.default_rng(4)
+    net = sr.draw_network(6, 2, rng)
+    x = rng.standard_normal((20_000, 6))
+    with caplog.at_level("WARNING", logger="stream_relu"):
+        result = sr.fit(x, net.predict(x), n_hidden=2, progress=False)
+    assert any("rows for d = 6, m = 2" in w for w in result.diagnostics["warnings"])
+    assert "are needed" in caplog.text

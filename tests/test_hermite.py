@@ -29,15 +29,15 @@ def test_hermite_orthogonality_by_gauss_quadrature():
 
 def _quad_coefficient(k, b):
     # Oracle: integrate relu(z + b) He_k(z) phi(z) over z > -b, where the integrand is smooth.
-    val, _ = integrate.quad(lambda z: (z + b) * hermite_e(k, z) * std_normal_pdf(z), -b, np.inf, epsabs=1e-13, epsrel=1e-13)
+    val, _ = integrate.quad(lambda z: (z + b) * hermite_e(k, z) * std_normal_pdf(z), -b, np.inf, epsabs=1e-12, epsrel=1e-12, limit=200)
     return val
 
 
 @pytest.mark.parametrize("k", range(6))
 @pytest.mark.parametrize("b", [-2.0, -1.0, 0.0, 0.5, 1.0, np.sqrt(3), 2.5])
 def test_relu_coefficient_against_quadrature(k, b):
-    # quad's tolerance is 1e-13; the closed forms are exact.
-    assert abs(float(relu_coefficient(k, b)) - _quad_coefficient(k, b)) < 1e-11
+    # quad's tolerance is 1e-12; the closed forms are exact.
+    assert abs(float(relu_coefficient(k, b)) - _quad_coefficient(k, b)) < 1e-10
 
 
 def test_relu_coefficient_table_values():
