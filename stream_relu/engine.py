@@ -63,8 +63,23 @@ def _open_cached(spec, n_samples):
     return spec.open()
 
 
+class _FixedRowChunks:
+    """Chunks of ``chunk_rows`` rows each, the last one possibly shorter."""
+
+    @property
+    def n_chunks(self):
+        return -(-self.n_samples // self.chunk_rows)
+
+    def chunk_len(self, index):
+        return min(self.chunk_rows, self.n_samples - index * self.chunk_rows)
+
+    def describe(self, index):
+        start = index * self.chunk_rows
+        return f"chunk {index} (rows {start}-{start + self.chunk_len(index) - 1})"
+
+
 @dataclass(frozen=True)
-class StoreSource:
+class StoreSource(_FixedRowChunks):
     """Chunks of a zarr sample store (the work unit is x's row chunk)."""
 
     spec: StoreSpec
@@ -76,22 +91,15 @@ class StoreSource:
     def from_store(cls, store):
         return cls(store.spec, store.n_samples, store.n_features, store.chunk_rows)
 
-    @property
-    def n_chunks(self):
-        return -(-self.n_samples // self.chunk_rows)
-
-    def chunk_len(self, index):
-        return min(self.chunk_rows, self.n_samples - index * self.chunk_rows)
-
     def read(self, index):
         return _open_cached(self.spec, self.n_samples).read_chunk(index)
 
     def describe(self, index):
-        return f"chunk {index} (rows {index * self.chunk_rows}-{min((index + 1) * self.chunk_rows, self.n_samples) - 1}) of {self.spec.url}"
+        return f"{super().describe(index)} of {self.spec.url}"
 
 
 @dataclass(frozen=True)
-class ArraySource:
+class ArraySource(_FixedRowChunks):
     """Row blocks of in-memory arrays."""
 
     x: np.ndarray
@@ -106,19 +114,9 @@ class ArraySource:
     def n_features(self):
         return self.x.shape[1]
 
-    @property
-    def n_chunks(self):
-        return -(-self.n_samples // self.chunk_rows)
-
-    def chunk_len(self, index):
-        return min(self.chunk_rows, self.n_samples - index * self.chunk_rows)
-
     def read(self, index):
         sl = slice(index * self.chunk_rows, (index + 1) * self.chunk_rows)
         return self.x[sl], self.y[sl]
-
-    def describe(self, index):
-        return f"rows {index * self.chunk_rows}-{min((index + 1) * self.chunk_rows, self.n_samples) - 1}"
 
 
 class DaskArraySource:
