@@ -141,11 +141,14 @@ def _flip_lstsq(T0, T1, a, W, b):
 
 
 def canonical_flips(a, W, b, u, c):
-    """Re-orient units so that the affine term is as small as possible.
+    """Re-orient units so that the linear part of the affine term is as small as possible.
 
     ``a relu(<w, z> + b) = a relu(<-w, z> - b) + a (<w, z> + b)``: flipping a
     unit moves ``a w`` into ``u`` and ``a b`` into ``c`` without changing the
-    function.  Greedy passes flip any unit that shrinks ``||u||^2 + c^2``.
+    function.  Greedy passes flip any unit that shrinks ``||u||``.  Only
+    ``u`` is compared: a unit folded into the affine term (a linear unit)
+    contributes to ``c`` too, so a small ``c`` is not a sign of the right
+    orientation, while ``u`` has ``d`` components of evidence.
 
     Returns
     -------
@@ -158,9 +161,8 @@ def canonical_flips(a, W, b, u, c):
         changed = False
         for i in range(a.shape[0]):
             u_new = u + a[i] * W[:, i]
-            c_new = c + a[i] * b[i]
-            if u_new @ u_new + c_new * c_new < (u @ u + c * c) * (1 - 1e-12):
-                u, c = u_new, c_new
+            if u_new @ u_new < (u @ u) * (1 - 1e-12):
+                u, c = u_new, c + a[i] * b[i]
                 W[:, i] = -W[:, i]
                 b[i] = -b[i]
                 flipped[i] = ~flipped[i]

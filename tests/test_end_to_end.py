@@ -174,3 +174,19 @@ def test_warns_outside_the_envelope(caplog):
         result = sr.fit(x, net.predict(x), n_hidden=2, progress=False)
     assert any("rows for d = 6, m = 2" in w for w in result.diagnostics["warnings"])
     assert "are needed" in caplog.text
+
+
+def test_linear_and_dead_units_land_in_the_affine_term():
+    # b = 4: relu(t + 4) = t + 4 but with probability 3e-5; b = -4: dead. Orders >= 2 cannot
+    # see either at this n, so the width is 2 and the affine term carries a_0 (w_0, b_0).
+    rng = np.random.default_rng(8)
+    net = sr.draw_network(6, 4, rng)
+    net = sr.ReluNetwork(net.a, net.W, [4.0, -4.0, net.b[2], net.b[3]], np.zeros(6), 0.0)
+    x = rng.standard_normal((400_000, 6))
+    result = sr.fit(x, net.predict(x), progress=False)
+    assert result.diagnostics["width"]["chosen"] == 2
+    # residual nonlinearity of the folded units: E[relu(-t - 4)^2] ~ 1e-5 relative
+    np.testing.assert_allclose(result.model.u, net.a[0] * net.W[:, 0], atol=2e-3)
+    assert result.model.c == pytest.approx(4.0 * net.a[0], abs=5e-3)
+    truth = sr.Truth(net, np.zeros(6), np.eye(6))
+    assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-5
