@@ -6,7 +6,7 @@ See docs/ARCHITECTURE.md for the modules and README.md for the math in brief.
 
 __version__ = "0.1.0"
 
-from .api import FitResult, fit  # noqa: E402
+from .api import CheckReport, FitResult, check, fit, predict_store  # noqa: E402
 from .data import StoreSpec, open_store  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
@@ -25,6 +25,9 @@ __all__ = [
     "__version__",
     "fit",
     "FitResult",
+    "check",
+    "CheckReport",
+    "predict_store",
     "ReluNetwork",
     "load_model",
     "evaluate",

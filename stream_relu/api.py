@@ -24,7 +24,10 @@ from threadpoolctl import threadpool_limits
 from . import __version__
 from .data import StoreSpec
 from .engine import (
+    NONFINITE_POLICIES,
     ArraySource,
+    ChunkOptions,
+    ChunkReport,
     DaskArraySource,
     DaskRunner,
     DistributedRunner,
@@ -36,10 +39,10 @@ from .engine import (
 from .errors import DataError, InputError, RecoveryError, StoreFormatError
 from .moments import SubspacePlan, finalize_gauss, finalize_subspace
 from .network import ReluNetwork, to_jsonable
-from .recovery import canonical_flips, choose_width, recover, subspace_basis
+from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
 from .refine import InMemoryObjective, Params, RefinePlan, refine
 
-__all__ = ["FitResult", "fit", "predict_store"]
+__all__ = ["FitResult", "fit", "predict_store", "CheckReport", "check"]
 
 log = logging.getLogger("stream_relu")
 
@@ -112,11 +115,14 @@ def _runner_for(source, client, scheduler):
         yield DistributedRunner(c)
 
 
-def _make_source(data, y, x_name, y_name, chunk_rows, storage_options):
+def _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_chunks="error"):
     if isinstance(data, (str, os.PathLike)):
         if y is not None:
             raise InputError("y must not be given when fitting a store (the store holds y)")
-        store = StoreSpec.make(os.fspath(data), x=x_name, y=y_name, storage_options=storage_options).open()
+        spec = StoreSpec.make(
+            os.fspath(data), x=x_name, y=y_name, storage_options=storage_options, missing_chunks=missing_chunks
+        )
+        store = spec.open()
         for note in store.notes:
             log.warning("%s", note)
         return StoreSource.from_store(store), store
@@ -152,6 +158,8 @@ def _refine_rows(source, n_rows):
     got = 0
     for i in picks:
         xb, yb = source.read(int(i))
+        good = np.isfinite(yb) & np.isfinite(xb).all(axis=1)
+        xb, yb = xb[good], yb[good]
         take = min(len(yb), n_rows - got)
         xs.append(np.asarray(xb[:take], dtype=np.float64))
         ys.append(np.asarray(yb[:take], dtype=np.float64))
@@ -178,7 +186,8 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
     if passes:
 
         def objective(params):
-            return reduce_chunks(source, "refine", RefinePlan.build(gauss.mean, gauss.whitener, params), runner)
+            plan = RefinePlan.build(gauss.mean, gauss.whitener, params)
+            return reduce_chunks(source, "refine", plan, runner, options=ChunkOptions(nonfinite="skip"))
 
         used = {"rows": source.n_samples, "streamed": True}
     else:
@@ -217,9 +226,17 @@ def _envelope_warnings(gauss, width, est, moment_model):
     if n < needed:
         out.append(f"{n} rows for d = {d}, m = {m}: about {needed} are needed for the stated accuracy")
     if width.requested and m > width.n_above:
+        spectrum = np.array2string(np.abs(width.spectrum[: m + 2]), precision=3)
         out.append(
             f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor "
-            f"({width.threshold:.3g}); the weakest units are unreliable"
+            f"(threshold {width.threshold:.3g}; |eigenvalues| {spectrum}); the weakest units are unreliable"
+        )
+    unreliable = est.diagnostics["unreliable_units"]
+    if unreliable:
+        out.append(
+            f"units {unreliable} (moment-estimate order) are weak in the Hermite moments "
+            f"(fewer than {UNRELIABLE_STRENGTH:g} noise levels in order 2, or in both orders 3 and 4): "
+            "more rows are needed to trust them"
         )
     for unit in est.diagnostics["folded_units"]:
         out.append(
@@ -234,6 +251,66 @@ def _envelope_warnings(gauss, width, est, moment_model):
         if C.max() > 0.9:
             out.append(f"two units have |cos(w_i, w_j)| = {C.max():.3f} > 0.9: outside the supported envelope")
     return out
+
+
+NORMALITY_Z = 8.0  # |z| of skewness or excess kurtosis above which x is called non-Gaussian
+
+
+@dataclass
+class FirstPass:
+    """Pass 1 finalized, with what was found on the way (errors stop a fit; ``check`` lists them)."""
+
+    gauss: object
+    report: object
+    errors: list
+    warnings: list
+
+
+def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False):
+    """Run pass 1 and every validation that its sums allow."""
+    report = ChunkReport()
+    options = ChunkOptions(nonfinite=nonfinite, fingerprint=True, collect_errors=collect_errors)
+    prog = Progress("pass 1/2 (moments)", source.n_chunks, source.n_samples, enabled=progress)
+    errors, warnings = [], []
+    try:
+        state = reduce_chunks(source, "gauss", None, runner, progress=prog, options=options, report=report)
+    except DataError as exc:
+        if not collect_errors:
+            raise
+        errors.append(str(exc))
+        options = ChunkOptions(nonfinite="skip", fingerprint=True, collect_errors=True)
+        report = ChunkReport()
+        state = reduce_chunks(source, "gauss", None, runner, options=options, report=report)
+    for i, text in sorted(report.errors.items()):
+        errors.append(f"{source.describe(i)}: {text}")
+    if report.nonfinite and nonfinite == "skip":
+        warnings.append(
+            f"dropped {report.nonfinite_rows} rows holding NaN or infinity (in {len(report.nonfinite)} chunks)"
+        )
+    for group in report.duplicate_groups():
+        warnings.append(
+            f"chunks {group} have identical content (a duplicated ingest?): their rows count "
+            f"{len(group)} times in the moments"
+        )
+    gauss = None
+    if state == 0 or state.count < 2:
+        errors.append(f"fewer than 2 usable rows ({0 if state == 0 else state.count})")
+    else:
+        try:
+            gauss = finalize_gauss(state)
+        except ValueError as exc:
+            errors.append(str(exc))
+    if gauss is not None:
+        if gauss.var_y <= 1e-14 * max(gauss.T0**2, np.finfo(float).tiny):
+            errors.append(f"y is constant (every row is {gauss.T0:.6g}): there is nothing to learn")
+        norm = gauss.normality
+        if norm["max_z"] > NORMALITY_Z:
+            warnings.append(
+                f"x does not look Gaussian: {norm['worst']} has skewness {norm['worst_skew']:.3g} and "
+                f"excess kurtosis {norm['worst_excess_kurtosis']:.3g} ({norm['max_z']:.1f} standard errors "
+                "from 0); the recovery guarantees assume Gaussian inputs"
+            )
+    return FirstPass(gauss, report, errors, warnings)
 
 
 def _network(params, gauss, **kwargs):
@@ -259,6 +336,8 @@ def fit(
     random_state=0,
     chunk_rows=65536,
     storage_options=None,
+    nonfinite="error",
+    missing_chunks="error",
     progress=True,
 ):
     """Learn ``f(x) = sum_i a_i relu(<w_i, x> + b_i) + <u, x> + c`` from samples.
@@ -298,6 +377,11 @@ def fit(
         Rows per chunk for numpy input.
     storage_options : dict, optional
         fsspec options for a store URL.
+    nonfinite : {"error", "skip"}
+        Rows holding NaN or infinity: fail naming the chunks, or drop them
+        (the count is in ``diagnostics["data"]``).
+    missing_chunks : {"error", "fill"}
+        A chunk absent from storage: fail naming it, or read the fill value.
     progress : bool
         Report progress on stderr.
 
@@ -313,7 +397,9 @@ def fit(
         The moments do not support a decomposition.
     """
     t_start = time.perf_counter()
-    source, store = _make_source(data, y, x_name, y_name, chunk_rows, storage_options)
+    if nonfinite not in NONFINITE_POLICIES:
+        raise InputError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+    source, store = _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_chunks)
     d = source.n_features
     if n_hidden is not None:
         n_hidden = int(n_hidden)
@@ -330,12 +416,10 @@ def fit(
     # refinement then give the same bits whatever the machine's core count.
     with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
         t0 = time.perf_counter()
-        prog = Progress("pass 1/2 (moments)", source.n_chunks, source.n_samples, enabled=progress)
-        state = reduce_chunks(source, "gauss", None, runner, progress=prog)
-        try:
-            gauss = finalize_gauss(state)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
+        first = _first_pass(source, runner, nonfinite=nonfinite, progress=progress)
+        if first.errors:
+            raise DataError(first.errors[0])
+        gauss = first.gauss
         timings["pass1_s"] = time.perf_counter() - t0
         width = choose_width(gauss, n_hidden)
         m = width.n_hidden
@@ -354,7 +438,8 @@ def fit(
         plan = SubspacePlan.build(gauss, subspace_basis(gauss.T2, m))
         t0 = time.perf_counter()
         prog = Progress("pass 2/2 (subspace moments)", source.n_chunks, source.n_samples, enabled=progress)
-        sub = finalize_subspace(reduce_chunks(source, "subspace", plan, runner, progress=prog), plan)
+        state = reduce_chunks(source, "subspace", plan, runner, progress=prog, options=ChunkOptions(nonfinite="skip"))
+        sub = finalize_subspace(state, plan)
         timings["pass2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
@@ -398,11 +483,16 @@ def fit(
         "seeds": {"random_state": int(random_state)},
     }
     moment_model = _network(moment_params, gauss)
-    warnings = _envelope_warnings(gauss, width, est, moment_model)
+    warnings = first.warnings + _envelope_warnings(gauss, width, est, moment_model)
     for text in warnings:
         log.warning("%s", text)
     diagnostics = {
         "warnings": warnings,
+        "data": {
+            "nonfinite_rows_dropped": first.report.nonfinite_rows,
+            "duplicate_chunks": first.report.duplicate_groups(),
+            "normality": gauss.normality,
+        },
         "n_samples": source.n_samples,
         "n_features": d,
         "input": {
@@ -491,3 +581,111 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
     tasks = [dask.delayed(_predict_chunk, pure=False)(source, i, model, out_spec) for i in range(source.n_chunks)]
     counts = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks, scheduler="threads")
     return int(sum(counts))
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check` found.
+
+    Attributes
+    ----------
+    errors : list of str
+        Problems that make a fit fail (or would make it wrong).
+    warnings : list of str
+        Problems a fit works around or reports.
+    notes : list of str
+        Conversions and facts about the store.
+    stats : dict
+        Rows, features, chunks, label variance, normality statistics, the
+        T_2 spectrum and the width it suggests.
+    """
+
+    errors: list
+    warnings: list
+    notes: list
+    stats: dict
+
+    @property
+    def ok(self):
+        return not self.errors
+
+
+def check(
+    store,
+    *,
+    x_name="x",
+    y_name="y",
+    n_hidden=None,
+    client=None,
+    scheduler=None,
+    storage_options=None,
+    nonfinite="error",
+    missing_chunks="error",
+    progress=True,
+):
+    """Run every validation of :func:`fit` over a store without fitting.
+
+    Reads every chunk once (pass 1): format checks, unreadable chunks
+    (checksum failures, chunks missing from storage), non-finite values,
+    duplicated chunks, singular covariance (constant or collinear columns),
+    constant labels, non-Gaussian inputs, and the rows needed for the width
+    given or suggested by the ``T_2`` spectrum.
+
+    Parameters
+    ----------
+    store : str
+        Path or URL of the store.
+    x_name, y_name, storage_options, client, scheduler, nonfinite, missing_chunks, progress
+        As for :func:`fit`.
+    n_hidden : int, optional
+        The width you intend to fit (for the rows-needed estimate).
+
+    Returns
+    -------
+    CheckReport
+
+    Raises
+    ------
+    StoreNotFoundError, StoreFormatError
+        When the store cannot be opened as a sample store at all.
+    """
+    source, opened = _make_source(store, None, x_name, y_name, 65536, storage_options, missing_chunks)
+    with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+        first = _first_pass(source, runner, nonfinite=nonfinite, progress=progress, collect_errors=True)
+    warnings = list(first.warnings)
+    stats = {
+        "n_samples": source.n_samples,
+        "n_features": source.n_features,
+        "n_chunks": source.n_chunks,
+        "chunk_rows": source.chunk_rows,
+        "nonfinite_rows": first.report.nonfinite_rows,
+    }
+    gauss = first.gauss
+    if gauss is not None and not first.errors:
+        width = choose_width(gauss, n_hidden)
+        stats.update(
+            {
+                "label_variance": gauss.var_y,
+                "cov_condition": float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0]),
+                "normality": gauss.normality,
+                "t2_spectrum_top": np.abs(width.spectrum[: min(source.n_features, width.n_above + 3)]).tolist(),
+                "t2_threshold": width.threshold,
+                "suggested_width": width.n_above,
+            }
+        )
+        m = width.n_hidden
+        if m > source.n_features:
+            first.errors.append(f"--hidden {m} is larger than n_features = {source.n_features}")
+        elif m:
+            needed = ROWS_PER_PARAMETER_PAIR * source.n_features * m
+            if source.n_samples < needed:
+                warnings.append(
+                    f"{source.n_samples} rows for d = {source.n_features}, m = {m}: about {needed} are needed"
+                )
+            if width.requested and m > width.n_above:
+                warnings.append(
+                    f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor"
+                )
+        if gauss.cov_eigvals[-1] / gauss.cov_eigvals[0] > 100:
+            warnings.append(f"cond(Sigma) = {stats['cov_condition']:.3g} > 100: outside the supported envelope")
+    return CheckReport(errors=first.errors, warnings=warnings, notes=list(opened.notes), stats=to_jsonable(stats))

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_CODES, InputError, StreamReluError
+from .errors import EXIT_CODES, DataError, InputError, StreamReluError
 
 log = logging.getLogger("stream_relu")
 
@@ -24,6 +24,7 @@ EXAMPLES = {
     "simulate": "example: stream-relu simulate data.zarr --features 20 --hidden 6 --samples 1000000 --seed 0",
     "fit": "example: stream-relu fit data.zarr --out model.json --hidden 6",
     "evaluate": "example: stream-relu evaluate model.json --truth data.zarr",
+    "check": "example: stream-relu check data.zarr --hidden 6",
     "predict": "example: stream-relu predict model.json data.zarr --out pred.zarr",
     "demo": "example: stream-relu demo --samples 1000000",
 }
@@ -105,6 +106,8 @@ def _fit(args, store):
         refine_passes=args.refine_passes,
         random_state=args.seed,
         storage_options=_storage_options(args.storage_options),
+        nonfinite=args.nonfinite,
+        missing_chunks=args.missing_chunks,
         progress=not args.quiet,
     )
 
@@ -121,6 +124,36 @@ def _fit_summary(result):
         rows.append((f"refined rel MSE (train, {stage['rows']} rows)", stage["rel_mse_end"]))
     rows.append(("time (s)", f"{result.timings['total_s']:.1f}"))
     return rows
+
+
+def cmd_check(args):
+    from .api import check
+
+    report = check(
+        args.store,
+        x_name=args.x,
+        y_name=args.y,
+        n_hidden=args.hidden,
+        scheduler=args.scheduler,
+        storage_options=_storage_options(args.storage_options),
+        nonfinite=args.nonfinite,
+        missing_chunks=args.missing_chunks,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps({"ok": report.ok, "errors": report.errors, "warnings": report.warnings,
+                          "notes": report.notes, "stats": report.stats}, allow_nan=False))
+    else:
+        for kind, items in (("ERROR", report.errors), ("WARNING", report.warnings), ("NOTE", report.notes)):
+            for text in items:
+                print(f"{kind}: {text}")
+        stats = report.stats
+        print(
+            f"{stats['n_samples']} rows x {stats['n_features']} features in {stats['n_chunks']} chunks; "
+            + (f"suggested width {stats['suggested_width']}; " if "suggested_width" in stats else "")
+            + ("no errors" if report.ok else f"{len(report.errors)} error(s)")
+        )
+    return 0 if report.ok else EXIT_CODES[DataError]
 
 
 def cmd_fit(args):
@@ -202,6 +235,24 @@ def cmd_demo(args):
     return 0
 
 
+def _add_store_options(p):
+    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
+    p.add_argument("--y", default="y", help="name of the labels array (default y)")
+    p.add_argument("--storage-options", help="fsspec options as a JSON object")
+    p.add_argument(
+        "--nonfinite",
+        choices=("error", "skip"),
+        default="error",
+        help="rows with NaN or infinity: fail naming the chunks (default) or drop them",
+    )
+    p.add_argument(
+        "--missing-chunks",
+        choices=("error", "fill"),
+        default="error",
+        help="a chunk absent from storage: fail naming it (default) or read the fill value",
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="stream-relu",
@@ -248,10 +299,16 @@ def build_parser():
     )
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
     p.add_argument("--seed", type=int, default=0, help="seed of the decomposition's random slices")
-    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
-    p.add_argument("--y", default="y", help="name of the labels array (default y)")
-    p.add_argument("--storage-options", help="fsspec options as a JSON object")
+    _add_store_options(p)
     p.set_defaults(func=cmd_fit)
+
+    p = add("check", "run every validation of fit over a store, without fitting")
+    p.add_argument("store", help="path or URL of the zarr store")
+    p.add_argument("--hidden", type=_positive_int, help="the width you intend to fit")
+    p.add_argument("--scheduler", help="dask scheduler address, 'local' (default) or 'synchronous'")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _add_store_options(p)
+    p.set_defaults(func=cmd_check)
 
     p = add("evaluate", "compare a model with the truth of a simulated store or a truth file")
     p.add_argument("model", help="model file")

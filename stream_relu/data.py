@@ -40,6 +40,7 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.codecs import Crc32cCodec
+from zarr.core.sync import sync as zarr_sync
 from zarr.storage import MemoryStore
 
 from stream_relu.errors import (
@@ -59,6 +60,9 @@ __all__ = [
 
 #: Runtime configuration of every array this module writes to.
 _WRITE_CONFIG = {"write_empty_chunks": True}
+
+#: what a read does with a chunk absent from storage
+MISSING_CHUNK_POLICIES = ("error", "fill")
 
 #: dtypes that are returned as stored.
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -227,6 +231,10 @@ class StoreSpec:
     storage_options : tuple, default ()
         ``(key, value)`` pairs handed to fsspec, sorted by key.  A dict is
         accepted and turned into that form; :meth:`make` does the same.
+    missing_chunks : {"error", "fill"}, default "error"
+        What a read does when a chunk it covers is absent from storage
+        (zarr would silently return the fill value): raise
+        :class:`~stream_relu.errors.DataError`, or read the fill value.
 
     Notes
     -----
@@ -239,8 +247,13 @@ class StoreSpec:
     x: str = "x"
     y: str = "y"
     storage_options: tuple = ()
+    missing_chunks: str = "error"
 
     def __post_init__(self):
+        if self.missing_chunks not in MISSING_CHUNK_POLICIES:
+            raise InputError(
+                f"missing_chunks must be one of {MISSING_CHUNK_POLICIES}, got {self.missing_chunks!r}"
+            )
         url = self.url
         if isinstance(url, os.PathLike):
             url = os.fspath(url)
@@ -273,7 +286,7 @@ class StoreSpec:
         object.__setattr__(self, "storage_options", tuple(sorted(pairs, key=lambda kv: kv[0])))
 
     @classmethod
-    def make(cls, url, *, x="x", y="y", storage_options=None):
+    def make(cls, url, *, x="x", y="y", storage_options=None, missing_chunks="error"):
         """Build a spec from a url and an optional dict of storage options.
 
         Parameters
@@ -284,12 +297,16 @@ class StoreSpec:
             Array names.
         storage_options : dict, optional
             Options for fsspec (credentials, endpoint, ...).
+        missing_chunks : {"error", "fill"}
+            See the class docstring.
 
         Returns
         -------
         StoreSpec
         """
-        return cls(url, x=x, y=y, storage_options=dict(storage_options or {}))
+        return cls(
+            url, x=x, y=y, storage_options=dict(storage_options or {}), missing_chunks=missing_chunks
+        )
 
     @property
     def options(self):
@@ -455,6 +472,13 @@ class SampleStore:
         shards = getattr(x_array, "shards", None)
         self.chunk_rows = int(shards[0] if shards is not None else x_array.chunks[0])
         self.n_chunks = math.ceil(n_samples / self.chunk_rows)
+        y_shards = getattr(y_array, "shards", None)
+        y_rows = int(y_shards[0] if y_shards is not None else y_array.chunks[0])
+        if y_rows != self.chunk_rows and n_samples > min(y_rows, self.chunk_rows):
+            self.notes.append(
+                f"array '{spec.y}' is chunked by {y_rows} rows and array '{spec.x}' by {self.chunk_rows}: "
+                f"each unit of work reads whole rows of both, following '{spec.x}' (y chunks may be read twice)"
+            )
 
     # -- pickling: reopen from the spec rather than shipping zarr handles --
     def __reduce__(self):
@@ -559,8 +583,34 @@ class SampleStore:
             np.ascontiguousarray(y, dtype=self.dtype),
         )
 
+    def missing_chunk_keys(self, array, start, stop):
+        """Storage keys of the chunks (or shards) of ``array`` covering rows ``[start, stop)`` that are absent."""
+        if stop <= start:
+            return []
+        outer = getattr(array, "shards", None) or array.chunks
+        rows = range(start // outer[0], (stop - 1) // outer[0] + 1)
+        cols = [()] if array.ndim == 1 else [(c,) for c in range(math.ceil(array.shape[1] / outer[1]))]
+        store = array.store_path.store
+        missing = []
+        for r in rows:
+            for c in cols:
+                key = array.metadata.encode_chunk_key((r,) + c)
+                if not zarr_sync(store.exists(f"{array.path}/{key}" if array.path else key)):
+                    missing.append(key)
+        return missing
+
     def _read(self, array, name, start, stop):
         """Read whole rows of one array, turning decode failures into DataError."""
+        if self.spec.missing_chunks == "error":
+            missing = self.missing_chunk_keys(array, start, stop)
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                raise DataError(
+                    f"rows [{start}, {stop}) of array '{name}' in store '{self.spec.url}': chunk {shown} "
+                    f"is missing from storage, and zarr would read it as the fill value "
+                    f"{array.fill_value!r}. Plain zarr does not write chunks equal to the fill value "
+                    "unless write_empty_chunks=True; if that is why, rerun with --missing-chunks fill"
+                )
         try:
             return array[start:stop]
         except ValueError as exc:

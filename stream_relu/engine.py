@@ -18,12 +18,13 @@ them).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -45,6 +46,9 @@ __all__ = [
     "Progress",
     "reduce_chunks",
     "run_chunk",
+    "ChunkOptions",
+    "ChunkResult",
+    "ChunkReport",
 ]
 
 log = logging.getLogger("stream_relu")
@@ -153,15 +157,68 @@ class DaskArraySource:
         return f"block {index} (rows {self.bounds[index]}-{self.bounds[index + 1] - 1})"
 
 
-def run_chunk(source, index, kernel, plan):
+NONFINITE_POLICIES = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """How a chunk task treats its rows (small: travels with every task).
+
+    Attributes
+    ----------
+    nonfinite : {"error", "skip"}
+        Rows holding NaN or infinity are always left out of the kernel and
+        counted; with ``"error"`` the reduction then fails naming the
+        chunks, with ``"skip"`` it reports how many rows were dropped.
+    fingerprint : bool
+        Digest each chunk's bytes (to find duplicated chunks).
+    collect_errors : bool
+        Return a chunk's read error instead of raising it (``check``
+        reports every bad chunk).
+    """
+
+    nonfinite: str = "error"
+    fingerprint: bool = False
+    collect_errors: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk task returns: the state and what was noticed on the way."""
+
+    state: object
+    nonfinite_rows: int = 0
+    fingerprint: str | None = None
+    error: str | None = None
+
+
+def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
     """Evaluate ``kernel`` on chunk ``index`` of ``source`` with BLAS pinned to one thread."""
-    x, y = source.read(index)
-    return _apply(kernel, x, y, plan)
+    try:
+        x, y = source.read(index)
+    except DataError as exc:
+        if options.collect_errors:
+            return ChunkResult(state=None, error=str(exc))
+        raise
+    return _apply(kernel, x, y, plan, options)
 
 
-def _apply(kernel, x, y, plan):
+def _apply(kernel, x, y, plan, options=ChunkOptions()):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    digest = None
+    if options.fingerprint:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.ascontiguousarray(x).tobytes())
+        h.update(np.ascontiguousarray(y).tobytes())
+        digest = h.hexdigest()
+    good = np.isfinite(y) & np.isfinite(x).all(axis=1)
+    n_bad = int(good.size - np.count_nonzero(good))
+    if n_bad:
+        x, y = x[good], y[good]
     with threadpool_limits(limits=1, user_api="blas"):
-        return KERNELS[kernel](x, y, plan)
+        state = KERNELS[kernel](x, y, plan)
+    return ChunkResult(state=state, nonfinite_rows=n_bad, fingerprint=digest)
 
 
 class Progress:
@@ -211,9 +268,9 @@ class SerialRunner:
 
     name = "serial"
 
-    def imap(self, source, kernel, plan):
+    def imap(self, source, kernel, plan, options=ChunkOptions()):
         for i in range(source.n_chunks):
-            yield i, run_chunk(source, i, kernel, plan)
+            yield i, run_chunk(source, i, kernel, plan, options)
 
 
 class DaskRunner:
@@ -224,15 +281,15 @@ class DaskRunner:
     def __init__(self, window=None):
         self.window = window or 4 * (os.cpu_count() or 1)
 
-    def imap(self, source, kernel, plan):
+    def imap(self, source, kernel, plan, options=ChunkOptions()):
         import dask
 
         blocks = source.delayed_blocks()
         task = dask.delayed(_apply, pure=True)
         for lo in range(0, len(blocks), self.window):
-            batch = [task(kernel, xb, yb, plan) for xb, yb in blocks[lo : lo + self.window]]
-            for j, state in enumerate(dask.compute(*batch)):
-                yield lo + j, state
+            batch = [task(kernel, xb, yb, plan, options) for xb, yb in blocks[lo : lo + self.window]]
+            for j, result in enumerate(dask.compute(*batch)):
+                yield lo + j, result
 
 
 class DistributedRunner:
@@ -252,22 +309,24 @@ class DistributedRunner:
             window = 4 * n_threads
         self.window = window
 
-    def imap(self, source, kernel, plan):
+    def imap(self, source, kernel, plan, options=ChunkOptions()):
         from distributed import as_completed
 
         if isinstance(source, DaskArraySource):
-            yield from self._imap_dask(source, kernel, plan)
+            yield from self._imap_dask(source, kernel, plan, options)
             return
         from dask.base import tokenize
 
         plan_f = self.client.scatter(plan, broadcast=True, hash=False) if plan is not None else None
         # Keys name the source, the kernel and its plan: a recomputed task
         # (lost worker) keeps its key, and concurrent fits never share one.
-        prefix = f"stream-relu-{kernel}-{getattr(plan, 'key', 'none')}-{tokenize(source)}"
+        prefix = f"stream-relu-{kernel}-{getattr(plan, 'key', 'none')}-{tokenize(source, options)}"
         n = source.n_chunks
 
         def submit(i):
-            return self.client.submit(run_chunk, source, i, kernel, plan_f, key=f"{prefix}-{i}", pure=False)
+            return self.client.submit(
+                run_chunk, source, i, kernel, plan_f, options, key=f"{prefix}-{i}", pure=False
+            )
 
         pending = as_completed()
         futures = {}
@@ -279,27 +338,49 @@ class DistributedRunner:
             nxt += 1
         for fut in pending:
             i = futures.pop(fut.key)
-            state = fut.result()
+            result = fut.result()
             fut.release()
             if nxt < n:
                 f = submit(nxt)
                 futures[f.key] = nxt
                 pending.add(f)
                 nxt += 1
-            yield i, state
+            yield i, result
 
-    def _imap_dask(self, source, kernel, plan):
+    def _imap_dask(self, source, kernel, plan, options):
         import dask
 
         blocks = source.delayed_blocks()
         task = dask.delayed(_apply, pure=True)
         for lo in range(0, len(blocks), self.window):
-            batch = [task(kernel, xb, yb, plan) for xb, yb in blocks[lo : lo + self.window]]
-            for j, state in enumerate(self.client.gather(self.client.compute(batch))):
-                yield lo + j, state
+            batch = [task(kernel, xb, yb, plan, options) for xb, yb in blocks[lo : lo + self.window]]
+            for j, result in enumerate(self.client.gather(self.client.compute(batch))):
+                yield lo + j, result
 
 
-def reduce_chunks(source, kernel, plan, runner, *, progress=None):
+@dataclass
+class ChunkReport:
+    """What a reduction noticed about the chunks, beyond their states."""
+
+    nonfinite: dict = field(default_factory=dict)  # chunk index -> rows dropped
+    fingerprints: dict = field(default_factory=dict)  # digest -> chunk indices
+    errors: dict = field(default_factory=dict)  # chunk index -> read error
+
+    @property
+    def nonfinite_rows(self):
+        return sum(self.nonfinite.values())
+
+    def duplicate_groups(self):
+        """Lists of chunk indices whose bytes are identical."""
+        return [sorted(v) for v in self.fingerprints.values() if len(v) > 1]
+
+
+def _listing(indices, limit=8):
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def reduce_chunks(source, kernel, plan, runner, *, progress=None, options=ChunkOptions(), report=None):
     """Merge ``kernel``'s states over every chunk of ``source``, left to right in chunk order.
 
     Parameters
@@ -310,31 +391,45 @@ def reduce_chunks(source, kernel, plan, runner, *, progress=None):
         The kernel's inputs (None for ``"gauss"``).
     runner : SerialRunner, DaskRunner or DistributedRunner
     progress : Progress, optional
+    options : ChunkOptions
+    report : ChunkReport, optional
+        Filled with the non-finite rows, fingerprints and (with
+        ``options.collect_errors``) read errors per chunk.
 
     Returns
     -------
     MomentState
+        Over the finite rows of the readable chunks.
 
     Raises
     ------
     DataError
-        If a chunk's state is not finite (NaN or infinity in x or y), naming
-        the chunk.
+        With ``options.nonfinite == "error"``, when rows hold NaN or
+        infinity: the message names the chunks and counts the rows.
     """
+    report = ChunkReport() if report is None else report
     total = 0
     pending = {}
     nxt = 0
-    for i, state in runner.imap(source, kernel, plan):
-        if not state.is_finite():
-            raise DataError(
-                f"non-finite values (NaN or infinity) in x or y in {source.describe(i)}"
-            )
-        pending[i] = state
+    for i, result in runner.imap(source, kernel, plan, options):
+        if result.error is not None:
+            report.errors[i] = result.error
+        if result.nonfinite_rows:
+            report.nonfinite[i] = result.nonfinite_rows
+        if result.fingerprint is not None:
+            report.fingerprints.setdefault(result.fingerprint, []).append(i)
+        pending[i] = result.state if result.state is not None else 0
         if progress is not None:
-            progress.update(state.count)
+            progress.update(source.chunk_len(i))
         while nxt in pending:
             total = total + pending.pop(nxt)
             nxt += 1
     if pending or nxt != source.n_chunks:
         raise RuntimeError(f"reduction incomplete: merged {nxt} of {source.n_chunks} chunks")
+    if report.nonfinite and options.nonfinite == "error":
+        chunks = sorted(report.nonfinite)
+        raise DataError(
+            f"{report.nonfinite_rows} rows hold NaN or infinity in x or y, in chunk(s) {_listing(chunks)} "
+            f"(first: {source.describe(chunks[0])}); rerun with --nonfinite skip to drop those rows"
+        )
     return total

@@ -68,6 +68,8 @@ __all__ = [
     "finalize_subspace",
     "pair_indices",
     "digest",
+    "normality_statistics",
+    "projection_directions",
 ]
 
 GAUSS_KEY = "gauss-v1"
@@ -124,10 +126,6 @@ class MomentState:
 
     __radd__ = __add__
 
-    def is_finite(self):
-        """True when every sum is finite (a NaN or inf in the data propagates here)."""
-        return all(bool(np.isfinite(v).all()) for v in self.sums.values())
-
     def nbytes(self):
         """Size of the sums in bytes."""
         return sum(v.nbytes for v in self.sums.values())
@@ -161,6 +159,15 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+N_PROJECTIONS = 8
+
+
+def projection_directions(n_features):
+    """Fixed unit directions (seeded by ``n_features``) for the normality check, shape (d, 8)."""
+    G = np.random.default_rng([n_features, 31337]).standard_normal((n_features, N_PROJECTIONS))
+    return G / np.linalg.norm(G, axis=0)
+
+
 def gauss_chunk(x, y):
     """First-pass state of one chunk.
 
@@ -174,13 +181,19 @@ def gauss_chunk(x, y):
     Returns
     -------
     MomentState
-        Sums ``x``, ``xx`` (= X^T X), ``y``, ``yy``, ``yx`` (= X^T y) and
-        ``yxx`` (= X^T diag(y) X), in float64.
+        Sums ``x``, ``xx`` (= X^T X), ``y``, ``yy``, ``yx`` (= X^T y),
+        ``yxx`` (= X^T diag(y) X), and ``p3``, ``p4``: sums of the third and
+        fourth powers of ``[x, x G]`` (the columns and 8 fixed projections,
+        :func:`projection_directions`) for the normality check; all float64.
     """
     x = _f64(x)
     y = _f64(y)
     xy = x * y[:, None]
+    t = np.hstack([x, x @ projection_directions(x.shape[1])])
+    t2 = t * t
     sums = {
+        "p3": np.einsum("ij,ij->j", t2, t),
+        "p4": np.einsum("ij,ij->j", t2, t2),
         "x": x.sum(axis=0),
         "xx": x.T @ x,
         "y": np.array(y.sum()),
@@ -214,6 +227,9 @@ class GaussMoments:
         ``E[y He_2(z)] = E[y (z z^T - I)]``.
     var_y : float
         Sample variance of y.
+    normality : dict
+        Skewness and excess kurtosis of every column of x and of 8 fixed
+        projections (:func:`normality_statistics`).
     """
 
     n_samples: int
@@ -225,6 +241,7 @@ class GaussMoments:
     T1: np.ndarray
     T2: np.ndarray
     var_y: float
+    normality: dict = field(default_factory=dict)
 
     @property
     def n_features(self):
@@ -242,6 +259,66 @@ class GaussMoments:
         symmetric d x d matrix whose entries have variance ``Var(y)/n``.
         """
         return 2.0 * np.sqrt(self.n_features * max(self.var_y, 0.0) / self.n_samples)
+
+
+def _singular_covariance_message(cov, evals, evecs):
+    diag = np.diag(cov)
+    scale = max(float(np.max(np.abs(diag))), np.finfo(float).tiny)
+    constant = np.flatnonzero(diag <= 1e-12 * scale)
+    if constant.size == cov.shape[0]:
+        return "x is constant (every column has zero variance; all-zero x?): the covariance cannot be whitened"
+    if constant.size:
+        return (
+            f"columns {constant.tolist()} of x are constant (zero variance): "
+            "the covariance is singular and cannot be whitened; drop those columns"
+        )
+    v = evecs[:, 0]
+    involved = np.flatnonzero(np.abs(v) > 0.1 * np.max(np.abs(v)))
+    return (
+        f"columns {involved.tolist()} of x are collinear (a combination of them has variance "
+        f"{evals[0]:.3g} against a largest eigenvalue of {evals[-1]:.3g}): "
+        "the covariance is singular and cannot be whitened; drop redundant columns"
+    )
+
+
+def normality_statistics(state, mean, cov):
+    """Skewness and excess kurtosis of the columns of x and of 8 fixed projections.
+
+    For Gaussian x each of these ``d + 8`` variables is Gaussian, with
+    sample skewness and excess kurtosis of standard errors ``sqrt(6/n)``
+    and ``sqrt(24/n)``.
+
+    Returns
+    -------
+    dict
+        ``max_abs_skew``, ``max_abs_excess_kurtosis``, ``max_z`` (the
+        largest of ``|skew| / sqrt(6/n)`` and ``|kurt| / sqrt(24/n)``) and
+        ``worst`` (which variable reached it).
+    """
+    n = state.count
+    d = mean.shape[0]
+    G = projection_directions(d)
+    m1 = np.concatenate([mean, mean @ G])
+    var = np.concatenate([np.diag(cov), np.einsum("ij,ik,kj->j", G, cov, G)])
+    e2 = var + m1 * m1
+    e3 = state.sums["p3"] / n
+    e4 = state.sums["p4"] / n
+    c3 = e3 - 3 * m1 * e2 + 2 * m1**3
+    c4 = e4 - 4 * m1 * e3 + 6 * m1**2 * e2 - 3 * m1**4
+    var = np.maximum(var, np.finfo(float).tiny)
+    skew = c3 / var**1.5
+    kurt = c4 / var**2 - 3.0
+    z = np.maximum(np.abs(skew) / np.sqrt(6.0 / n), np.abs(kurt) / np.sqrt(24.0 / n))
+    j = int(np.argmax(z))
+    worst = f"column {j} of x" if j < d else f"projection {j - d} of x"
+    return {
+        "max_abs_skew": float(np.max(np.abs(skew))),
+        "max_abs_excess_kurtosis": float(np.max(np.abs(kurt))),
+        "max_z": float(z[j]),
+        "worst": worst,
+        "worst_skew": float(skew[j]),
+        "worst_excess_kurtosis": float(kurt[j]),
+    }
 
 
 def finalize_gauss(state):
@@ -262,11 +339,10 @@ def finalize_gauss(state):
     cov = s["xx"] / n - np.outer(mean, mean)
     cov = 0.5 * (cov + cov.T)
     evals, evecs = np.linalg.eigh(cov)
-    if not (evals[0] > 1e-10 * max(evals[-1], 0.0)) or not isfinite(float(evals[-1])):
-        raise ValueError(
-            "the sample covariance of x is singular or not finite "
-            f"(eigenvalues from {evals[0]:.3g} to {evals[-1]:.3g}): constant or collinear columns"
-        )
+    if not isfinite(float(evals[-1])):
+        raise ValueError("the sample covariance of x is not finite")
+    if not evals[0] > 1e-10 * max(evals[-1], 0.0):
+        raise ValueError(_singular_covariance_message(cov, evals, evecs))
     whitener = (evecs / np.sqrt(evals)) @ evecs.T
     whitener = 0.5 * (whitener + whitener.T)
     ybar = float(s["y"]) / n
@@ -286,6 +362,7 @@ def finalize_gauss(state):
         T1=T1,
         T2=T2,
         var_y=max(var_y, 0.0),
+        normality=normality_statistics(state, mean, cov),
     )
 
 

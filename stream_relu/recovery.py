@@ -53,6 +53,7 @@ __all__ = [
 
 WIDTH_THRESHOLD = 3.0  # eigenvalues above this many noise floors count as units (noise tops out near 1)
 FOLD_STRENGTH = 3.0  # a unit weaker than this many noise levels in every order is folded
+UNRELIABLE_STRENGTH = 10.0  # below this in order 2, or in both orders 3 and 4, a unit is flagged
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,10 @@ def recover(gauss, sub, *, rng, n_draws=60):
         "moment_fit": fit_info,
         "flip_coefficients": delta.tolist(),
         "order_strengths": {f"order{k}": v[keep].tolist() for k, v in strengths.items()},
+        "unreliable_units": np.flatnonzero(
+            (strengths[2][keep] < UNRELIABLE_STRENGTH)
+            | (np.maximum(strengths[3][keep], strengths[4][keep]) < UNRELIABLE_STRENGTH)
+        ).tolist(),
         "folded_units": folded,
     }
     return MomentEstimate(a=a, W=W, b=b, u=u, c=c, diagnostics=diagnostics)

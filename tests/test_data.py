@@ -192,7 +192,11 @@ def test_plain_zarr_store_opens(tmp_path, zarr_format):
     store = open_store(url)
     assert store.zarr_format == zarr_format
     assert store.attrs == {}
-    assert store.notes == []
+    # y chunked differently from x: accepted, read by x's row chunks, and said so
+    assert store.notes == [
+        "array 'y' is chunked by 3 rows and array 'x' by 4: each unit of work reads whole rows "
+        "of both, following 'x' (y chunks may be read twice)"
+    ]
     assert (store.chunk_rows, store.n_chunks, store.dtype) == (4, 3, np.dtype("float64"))
     got = [store.read_chunk(i) for i in range(store.n_chunks)]
     np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), x)
