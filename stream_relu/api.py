@@ -58,7 +58,7 @@ NOISY_REL_MSE = 1e-10
 class FitResult:
     """What :func:`fit` returns.
 
-    Attributes
+    Parameters
     ----------
     model : ReluNetwork
         The fitted network in the original coordinates (refined unless
@@ -542,6 +542,7 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
     Parameters
     ----------
     model : ReluNetwork
+        The model to evaluate.
     store : str
         Path or URL of the store holding ``x``.
     out : str
@@ -552,7 +553,9 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
     client : dask.distributed.Client, optional
         Where to run; the local threaded scheduler when omitted.
     overwrite : bool
+        Replace an existing store at ``out``.
     storage_options : dict, optional
+        fsspec options for both URLs.
 
     Returns
     -------
@@ -587,7 +590,7 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
 class CheckReport:
     """What :func:`check` found.
 
-    Attributes
+    Parameters
     ----------
     errors : list of str
         Problems that make a fit fail (or would make it wrong).

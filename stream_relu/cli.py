@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, DataError, InputError, StreamReluError
+from .network import to_jsonable
 
 log = logging.getLogger("stream_relu")
 
@@ -159,7 +160,19 @@ def cmd_check(args):
 def cmd_fit(args):
     result = _fit(args, args.store)
     result.model.save(args.out)
-    print(_table(_fit_summary(result) + [("model", args.out)]), file=sys.stderr)
+    if args.json:
+        diag = result.diagnostics
+        summary = {
+            "model": args.out,
+            "n_units": diag["n_units_returned"],
+            "width": {k: diag["width"][k] for k in ("chosen", "requested", "n_above_threshold", "threshold")},
+            "stages": diag["stages"],
+            "warnings": diag["warnings"],
+            "timings_s": result.timings,
+        }
+        print(json.dumps(to_jsonable(summary), allow_nan=False))
+    elif not args.quiet:
+        print(_table(_fit_summary(result) + [("model", args.out)]), file=sys.stderr)
     return 0
 
 
@@ -299,6 +312,7 @@ def build_parser():
     )
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
     p.add_argument("--seed", type=int, default=0, help="seed of the decomposition's random slices")
+    p.add_argument("--json", action="store_true", help="print a JSON summary of the fit on stdout")
     _add_store_options(p)
     p.set_defaults(func=cmd_fit)
 

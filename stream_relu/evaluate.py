@@ -51,7 +51,9 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
     Parameters
     ----------
     model : ReluNetwork
+        The fitted network.
     truth : Truth
+        The planted network and its input law.
     n_test : int
         Fresh test draws from the truth's input law.
     seed : int

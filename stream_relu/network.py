@@ -107,6 +107,28 @@ class ReluNetwork:
     def from_whitened(cls, a, W, b, u, c, mean, whitener, **kwargs):
         """Map a network in ``z = A (x - mean)`` coordinates to x coordinates.
 
+        Parameters
+        ----------
+        a, b : ndarray of shape (m,)
+            Output weights and biases in whitened coordinates.
+        W : ndarray of shape (d, m)
+            Unit directions in whitened coordinates.
+        u : ndarray of shape (d,)
+            Linear part of the affine term in whitened coordinates.
+        c : float
+            Constant of the affine term.
+        mean : ndarray of shape (d,)
+            Input mean.
+        whitener : ndarray of shape (d, d)
+            Symmetric ``A = cov^{-1/2}``.
+        **kwargs
+            ``provenance`` and ``diagnostics`` of the new network.
+
+        Returns
+        -------
+        ReluNetwork
+            The same function in x coordinates, with unit ``w``.
+
         Notes
         -----
         ``<w, z> + b = <A w, x> + b - <A w, mean>`` (``A`` symmetric), then
@@ -126,6 +148,7 @@ class ReluNetwork:
         Parameters
         ----------
         x : ndarray or dask.array.Array of shape (n_samples, n_features)
+            Inputs in the original coordinates.
 
         Returns
         -------
@@ -143,7 +166,13 @@ class ReluNetwork:
         return np.maximum(x @ self.W + self.b, 0.0) @ self.a + x @ self.u + self.c
 
     def to_dict(self):
-        """JSON-ready dict in the model-file format."""
+        """JSON-ready dict in the model-file format.
+
+        Returns
+        -------
+        dict
+            Plain JSON types; non-finite diagnostics become None.
+        """
         return to_jsonable(
             {
                 "format_version": FORMAT_VERSION,
@@ -160,7 +189,13 @@ class ReluNetwork:
         )
 
     def save(self, path):
-        """Write the model file (strict JSON)."""
+        """Write the model file (strict JSON).
+
+        Parameters
+        ----------
+        path : str or path-like
+            File to write.
+        """
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
@@ -168,6 +203,17 @@ class ReluNetwork:
     @classmethod
     def from_dict(cls, doc, *, source="model"):
         """Validate a parsed model document and build the network.
+
+        Parameters
+        ----------
+        doc : dict
+            The parsed JSON document.
+        source : str
+            Where it came from, for error messages.
+
+        Returns
+        -------
+        ReluNetwork
 
         Raises
         ------
@@ -202,12 +248,21 @@ class ReluNetwork:
         for name, found, expected, what in checks:
             if found != expected:
                 raise ModelFileError(f"{source}: field {name} has {found}; expected {expected}, {what}")
+        arrays = {}
+        for key in ("a", "W", "b", "u", "c"):
+            try:
+                value = np.array(doc[key], dtype=np.float64)
+            except OverflowError:
+                raise ModelFileError(f"{source}: field {key} holds a number too large for a float") from None
+            if not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{source}: field {key} holds a non-finite number (strict JSON)")
+            arrays[key] = value
         return cls(
-            a=np.array(doc["a"], dtype=np.float64),
-            W=np.array(doc["W"], dtype=np.float64).reshape(d, m),
-            b=np.array(doc["b"], dtype=np.float64),
-            u=np.array(doc["u"], dtype=np.float64),
-            c=doc["c"],
+            a=arrays["a"],
+            W=arrays["W"].reshape(d, m),
+            b=arrays["b"],
+            u=arrays["u"],
+            c=float(arrays["c"]),
             provenance=doc.get("provenance", {}),
             diagnostics=doc.get("diagnostics", {}),
         )
@@ -219,6 +274,7 @@ def load_model(path):
     Parameters
     ----------
     path : str or path-like
+        The model file.
 
     Returns
     -------
@@ -235,9 +291,14 @@ def load_model(path):
     def _reject(token):
         raise ModelFileError(f"{path}: {token} is not allowed in a model file (strict JSON)")
 
-    with open(path, encoding="utf-8") as fh:
-        try:
-            doc = json.load(fh, parse_constant=_reject)
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject)
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: JSON nested too deeply to read") from None
     return ReluNetwork.from_dict(doc, source=str(path))

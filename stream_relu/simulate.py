@@ -33,12 +33,14 @@ BIAS_RANGE = 1.5
 class Truth:
     """A planted network and its input distribution.
 
-    Attributes
+    Parameters
     ----------
     network : ReluNetwork
         In x coordinates; ``W`` need not have unit columns.
     mean : ndarray of shape (d,)
+        Mean of x.
     cov : ndarray of shape (d, d)
+        Covariance of x (positive definite).
     noise : float
         Standard deviation of the Gaussian label noise.
     """
@@ -53,18 +55,54 @@ class Truth:
         return self.network.n_features
 
     def sample(self, rng, n_rows, dtype=np.float64):
-        """Draw ``(x, f(x))`` rows; ``f`` is evaluated on ``x`` as stored in ``dtype``."""
+        """Draw rows ``(x, f(x))``; ``f`` is evaluated on ``x`` as stored in ``dtype``.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the draws.
+        n_rows : int
+            Number of rows.
+        dtype : numpy dtype
+            dtype ``x`` is rounded to before ``f`` is evaluated.
+
+        Returns
+        -------
+        x : ndarray of shape (n_rows, d)
+        f : ndarray of shape (n_rows,)
+            Noiseless labels, float64.
+        """
         L = np.linalg.cholesky(self.cov)
         x = (self.mean + rng.standard_normal((n_rows, self.n_features)) @ L.T).astype(dtype)
         return x, self.network.predict(x)
 
     def to_dict(self):
+        """The truth-file document: the model format plus ``mu``, ``cov`` and ``noise``.
+
+        Returns
+        -------
+        dict
+        """
         doc = self.network.to_dict()
         doc.update(to_jsonable({"mu": self.mean, "cov": self.cov, "noise": self.noise}))
         return doc
 
     @classmethod
     def from_dict(cls, doc, *, source="truth"):
+        """Build a truth from a parsed truth-file document.
+
+        Parameters
+        ----------
+        doc : dict
+            Model-format keys, and optionally ``mu`` (default 0), ``cov``
+            (default identity) and ``noise`` (default 0).
+        source : str
+            Where it came from, for error messages.
+
+        Returns
+        -------
+        Truth
+        """
         network = ReluNetwork.from_dict(doc, source=source)
         d = network.n_features
         mean = np.asarray(doc.get("mu", np.zeros(d)), dtype=np.float64)
@@ -86,7 +124,9 @@ def draw_network(n_features, n_hidden, rng):
     Parameters
     ----------
     n_features, n_hidden : int
+        Sizes ``d`` and ``m``.
     rng : numpy.random.Generator
+        Source of the draw.
 
     Returns
     -------
@@ -152,6 +192,7 @@ def simulate_store(
         Size of the network drawn by :func:`draw_network`; ignored when
         ``truth`` is given.
     n_samples : int
+        Rows to write.
     noise : float
         Label noise as a fraction of ``std(f(x))``; overrides the truth's
         ``noise`` when nonzero.
@@ -159,13 +200,17 @@ def simulate_store(
         Seeds the network draw (``[seed, 0]``), the chunks (``[seed, 1, i]``)
         and the noise-scale probe (``[seed, 2]``).
     chunk_rows : int
+        Rows per chunk.
     truth : Truth, optional
         Planted network and input law; drawn when omitted (x ~ N(0, I)).
     dtype : {"float32", "float64"}
+        dtype of the stored arrays.
     overwrite : bool
+        Replace an existing store at ``out``.
     client : dask.distributed.Client, optional
         Where to run the writes; the local threaded scheduler when omitted.
     storage_options : dict, optional
+        fsspec options for ``out``.
 
     Returns
     -------
@@ -224,6 +269,8 @@ def load_truth(source, *, storage_options=None):
     ----------
     source : str
         A ``.json`` file, or a store path/URL written by :func:`simulate_store`.
+    storage_options : dict, optional
+        fsspec options for a store URL.
 
     Returns
     -------

@@ -26,6 +26,7 @@ from importlib import resources
 
 import numpy as np
 import zarr
+from zarr.storage import MemoryStore
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -65,8 +66,6 @@ _OTHER_DTYPES = ["complex64", "<U3", "<M8[s]", "<m8[s]", "str"]
 
 def _zarr_supports(dtype, zarr_format):
     """Whether this zarr writes and reads back an array of ``dtype`` in ``zarr_format``."""
-    from zarr.storage import MemoryStore
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -288,7 +287,9 @@ def _assert_same(got, expected):
 
 @given(case=store_cases())
 def test_store_reader_reads_what_zarr_reads_or_raises_own_error(case):
+    """Any plain-zarr store either reads to exactly what zarr reads, or raises a StreamReluError."""
     note({k: v for k, v in case.items() if k not in ("x", "y")})
+    event(f"case kind: {case['kind']}")
     note(f"x = {case['x']!r}\ny = {case['y']!r}")
     n = case["n"]
     x_dtype, y_dtype = case["x"].dtype, case["y"].dtype
@@ -592,8 +593,8 @@ def _load_bytes(data):
 _SMALLEST = '{"format_version": 1, "a": [], "W": [[]], "b": [], "u": [0.0], "c": %s}'
 
 
-# inputs that once escaped as foreign exceptions or loaded non-finite weights; kept as
-# explicit examples so that every run (not only lucky draws) tries them
+# inputs that get past the usual checks (text encoding, number range, nesting depth);
+# explicit examples, so that every run tries them and not only lucky draws
 @example(data=b"\x80")  # not UTF-8
 @example(data=json.dumps(_EXAMPLE_WEIGHTS).encode("utf-16"))  # JSON, but UTF-16
 @example(data=b"\xef\xbb\xbf" + (_SMALLEST % "0").encode())  # UTF-8 byte-order mark
@@ -605,6 +606,7 @@ _SMALLEST = '{"format_version": 1, "a": [], "W": [[]], "b": [], "u": [0.0], "c":
 @example(data=((_SMALLEST % "0")[:-1] + ', "diagnostics": {"k": %s}}' % ("[" * 5000 + "]" * 5000)).encode())
 @given(data=mutated_model_files())
 def test_model_loader_reads_what_json_reads_or_raises_own_error(data):
+    """Any file either loads to exactly what json reads from it, or raises ModelFileError."""
     note(f"file bytes: {data[:400]!r}{' ...' if len(data) > 400 else ''}")
     try:
         model = _load_bytes(data)
@@ -618,6 +620,7 @@ def test_model_loader_reads_what_json_reads_or_raises_own_error(data):
 
 @given(doc=valid_model_documents(), indent=st.sampled_from([None, 0, 2]))
 def test_valid_model_documents_always_load_exactly(doc, indent):
+    """Well-formed documents of any size (d >= 1, m >= 0) load, and to exactly their numbers."""
     data = json.dumps(doc, indent=indent).encode("utf-8")
     note(f"file: {data!r}")
     model = _load_bytes(data)
