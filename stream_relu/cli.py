@@ -27,6 +27,7 @@ EXAMPLES = {
     "evaluate": "example: stream-relu evaluate model.json --truth data.zarr",
     "check": "example: stream-relu check data.zarr --hidden 6",
     "predict": "example: stream-relu predict model.json data.zarr --out pred.zarr",
+    "report": "example: stream-relu report model.json --truth data.zarr --out report.png",
     "demo": "example: stream-relu demo --samples 1000000",
 }
 
@@ -199,6 +200,17 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_report(args):
+    from .network import load_model
+    from .report import render_report
+    from .simulate import load_truth
+
+    truth = load_truth(args.truth) if args.truth else None
+    render_report(load_model(args.model), args.out, truth=truth)
+    log.info("wrote %s", args.out)
+    return 0
+
+
 def cmd_predict(args):
     from .api import predict_store
     from .network import load_model
@@ -331,6 +343,12 @@ def build_parser():
     p.add_argument("--test-samples", type=_positive_int, default=200_000, help="fresh test draws")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("report", "draw the fit's evidence: T_2 spectrum, per-unit order strengths, refinement, truth")
+    p.add_argument("model", help="model file")
+    p.add_argument("--truth", help="store written by simulate, or a truth JSON file (adds recovered-vs-true panels)")
+    p.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
+    p.set_defaults(func=cmd_report)
 
     p = add("predict", "score a store out of core")
     p.add_argument("model", help="model file")

@@ -608,7 +608,7 @@ class SampleStore:
                 raise DataError(
                     f"rows [{start}, {stop}) of array '{name}' in store '{self.spec.url}': chunk {shown} "
                     f"is missing from storage, and zarr would read it as the fill value "
-                    f"{array.fill_value!r}. Plain zarr does not write chunks equal to the fill value "
+                    f"{getattr(array.fill_value, 'item', lambda: array.fill_value)()!r}. Plain zarr does not write chunks equal to the fill value "
                     "unless write_empty_chunks=True; if that is why, rerun with --missing-chunks fill"
                 )
         try:
