@@ -1,0 +1,455 @@
+"""A one-figure visual report of a fitted model's diagnostics.
+
+:func:`render_report` draws, from the diagnostics a model file carries:
+
+1. the spectrum of the order-2 Hermite moment ``T_2`` with the noise floor,
+   the width threshold and the chosen number of units;
+2. the strength of each unit in Hermite orders 2, 3 and 4, in noise levels,
+   with the threshold below which a unit is flagged unreliable;
+3. the relative training MSE per L-BFGS iteration of the refinement;
+4. with a truth, the recovered output weights and biases against the true
+   ones (units matched as in :func:`stream_relu.evaluate.match_units`), the
+   angle of each matched pair and the :func:`stream_relu.evaluate.evaluate`
+   metrics.
+
+A diagnostic absent from the model (an old or hand-written file) leaves its
+panel with a short "not available" note instead of failing.
+
+matplotlib is an optional dependency (``pip install "stream_relu[report]"``);
+it is imported when a report is drawn, never when this module is imported.
+Figures are drawn on the non-interactive Agg canvas, without pyplot, so no
+global matplotlib state (backend, open figures) is touched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .recovery import UNRELIABLE_STRENGTH
+
+__all__ = [
+    "render_report",
+    "SUPPORTED_FORMATS",
+    "TITLE_SPECTRUM",
+    "TITLE_STRENGTHS",
+    "TITLE_REFINEMENT",
+    "TITLE_RECOVERED",
+    "TITLE_ANGLES",
+]
+
+SUPPORTED_FORMATS = (".png", ".svg", ".pdf")
+
+TITLE_SPECTRUM = "T_2 spectrum"
+TITLE_STRENGTHS = "Per-unit Hermite order strengths"
+TITLE_REFINEMENT = "Refinement"
+TITLE_RECOVERED = "Recovered vs true"
+TITLE_ANGLES = "Angle per matched unit"
+
+XLABEL_SPECTRUM = "eigenvalue index (sorted by |eigenvalue|)"
+YLABEL_SPECTRUM = "|eigenvalue| of T_2"
+XLABEL_STRENGTHS = "unit (moment-estimate order)"
+YLABEL_STRENGTHS = "strength (noise levels)"
+XLABEL_REFINEMENT = "L-BFGS iteration"
+YLABEL_REFINEMENT = "relative training MSE"
+XLABEL_RECOVERED = "true value"
+YLABEL_RECOVERED = "recovered value"
+XLABEL_ANGLES = "matched pair (true unit -> fitted unit)"
+YLABEL_ANGLES = "angle between w_true and w_fit (degrees)"
+
+NOT_AVAILABLE = "not available"
+NO_REFINEMENT = "no refinement"
+
+_INSTALL_HINT = 'the report needs matplotlib: pip install "stream_relu[report]" (or pip install matplotlib)'
+
+
+def _import_matplotlib():
+    """The matplotlib pieces the report uses, or InputError with the install command."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError(_INSTALL_HINT) from None
+    return Figure, FigureCanvasAgg
+
+
+def _get(doc, *keys):
+    """``doc[k0][k1]...``, or None where a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _floats(value):
+    """A 1-d float array (None entries as NaN), or None when ``value`` is not a list of numbers."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        return None
+    try:
+        arr = np.array([np.nan if v is None else v for v in np.ravel(value)], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr
+
+
+def _number(value):
+    """A finite float, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _note(ax, text):
+    """Centered text in an axes that has nothing to plot."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="0.35")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _positive_floor(values, *extra):
+    """A positive lower bound for a log axis holding ``values`` and ``extra``."""
+    pool = [v for v in np.concatenate([np.ravel(values), np.asarray(extra, dtype=float)]) if np.isfinite(v) and v > 0]
+    return min(pool) if pool else 1.0
+
+
+def _rows_used(model):
+    """Rows behind the moments (and the refinement), as a short text."""
+    diag, prov = model.diagnostics, model.provenance
+    moments = _number(_get(prov, "rows_used", "moments"))
+    if moments is None:
+        moments = _number(_get(diag, "n_samples"))
+    refine_rows = None
+    stages = _get(prov, "rows_used", "refinement")
+    if isinstance(stages, list):
+        rows = [_number(s.get("rows")) for s in stages if isinstance(s, dict)]
+        rows = [r for r in rows if r is not None]
+        refine_rows = max(rows) if rows else None
+    elif _number(_get(prov, "rows_used", "refinement_rows")) is not None:
+        refine_rows = _number(_get(prov, "rows_used", "refinement_rows"))
+    if moments is None:
+        return "rows used: not recorded"
+    text = f"rows used: {int(moments):,}"
+    if refine_rows is not None and _get(diag, "refinement_history") is not None:
+        text += f" (refinement on {int(refine_rows):,})"
+    return text
+
+
+def _draw_spectrum(ax, diag):
+    ax.set_title(TITLE_SPECTRUM)
+    ax.set_xlabel(XLABEL_SPECTRUM)
+    ax.set_ylabel(YLABEL_SPECTRUM)
+    width = _get(diag, "width")
+    spectrum = _floats(_get(width, "t2_spectrum"))
+    if spectrum is None or spectrum.size == 0:
+        _note(ax, f"T_2 spectrum {NOT_AVAILABLE}")
+        return
+    mags = np.sort(np.abs(spectrum[np.isfinite(spectrum)]))[::-1]
+    floor = _number(_get(width, "noise_floor"))
+    threshold = _number(_get(width, "threshold"))
+    chosen = _number(_get(width, "chosen"))
+    chosen = None if chosen is None else int(chosen)
+    lo = _positive_floor(mags, *(v for v in (floor, threshold) if v is not None))
+    hi = max([v for v in (*mags, floor or 0.0, threshold or 0.0) if np.isfinite(v)] + [lo])
+    bottom = lo / 5.0
+    shown = np.maximum(mags, bottom)
+    index = np.arange(1, mags.size + 1)
+    picked = index <= (chosen if chosen is not None else 0)
+    above = mags > threshold if threshold is not None else np.ones(mags.size, dtype=bool)
+    groups = (
+        (picked & above, {"color": "C0"}, "chosen, above threshold"),
+        (picked & ~above, {"color": "C0", "alpha": 0.35, "hatch": "//"}, "chosen, below threshold"),
+        (~picked, {"color": "0.7"}, "not chosen"),
+    )
+    for mask, style, label in groups:
+        if mask.any():
+            ax.bar(index[mask], shown[mask] - bottom, bottom=bottom, label=label, **style)
+    ax.set_yscale("log")
+    if floor is not None and floor > 0:
+        ax.axhline(floor, color="0.3", linestyle=":", label=f"noise floor ({floor:.2g})")
+    if threshold is not None and threshold > 0:
+        ax.axhline(threshold, color="C3", linestyle="--", label=f"threshold ({threshold:.2g})")
+    requested = _get(width, "requested")
+    if chosen is not None:
+        how = f" ({'requested' if requested else 'estimated'})" if isinstance(requested, bool) else ""
+        ax.axvline(chosen + 0.5, color="C0", linestyle="-.", linewidth=1.0, label=f"chosen width m = {chosen}{how}")
+    ax.set_ylim(bottom, hi * 10.0)  # headroom for the legend
+    ax.set_xlim(0.4, mags.size + 0.6)
+    if mags.size <= 30:
+        ax.set_xticks(index)
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def _draw_strengths(ax, diag):
+    ax.set_title(TITLE_STRENGTHS)
+    ax.set_xlabel(XLABEL_STRENGTHS)
+    ax.set_ylabel(YLABEL_STRENGTHS)
+    recovery = _get(diag, "recovery")
+    raw = _get(recovery, "order_strengths")
+    orders = {k: _floats(_get(raw, f"order{k}")) for k in (2, 3, 4)}
+    if any(v is None for v in orders.values()) or len({v.size for v in orders.values()}) != 1:
+        _note(ax, f"order strengths {NOT_AVAILABLE}")
+        return
+    n = orders[2].size
+    if n == 0:
+        _note(ax, "no units recovered")
+        return
+    listed = _get(recovery, "unreliable_units")
+    if isinstance(listed, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
+        unreliable = sorted(i for i in listed if 0 <= i < n)
+        source = "flagged in the fit"
+    else:
+        with np.errstate(invalid="ignore"):
+            weak = (orders[2] < UNRELIABLE_STRENGTH) | (np.fmax(orders[3], orders[4]) < UNRELIABLE_STRENGTH)
+        unreliable = np.flatnonzero(weak).tolist()
+        source = "derived: the file does not list them"
+    values = np.stack([orders[k] for k in (2, 3, 4)])
+    lo = _positive_floor(values, UNRELIABLE_STRENGTH)
+    bottom = lo / 5.0
+    shown = np.where(np.isfinite(values), np.maximum(values, bottom), bottom)
+    units = np.arange(n)
+    bar_w = 0.26
+    for j, k in enumerate((2, 3, 4)):
+        ax.bar(units + (j - 1) * bar_w, shown[j] - bottom, bar_w, bottom=bottom, color=f"C{j}", label=f"order {k}")
+    ax.set_yscale("log")
+    ax.axhline(UNRELIABLE_STRENGTH, color="C3", linestyle="--", label=f"unreliable below {UNRELIABLE_STRENGTH:g}")
+    for i in unreliable:
+        ax.axvspan(i - 0.45, i + 0.45, color="C3", alpha=0.12, linewidth=0)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylim(bottom, np.nanmax(shown) * 40.0)  # headroom for the legend and the note
+    if n <= 40:
+        ax.set_xticks(units)
+        labels = ax.set_xticklabels([f"{i}*" if i in unreliable else str(i) for i in units])
+        for i, label in zip(units, labels):
+            if i in unreliable:
+                label.set_color("C3")
+    folded = _get(recovery, "folded_units")
+    lines = [
+        f"unreliable units: {unreliable if unreliable else 'none'} ({source})",
+        f"(order 2 < {UNRELIABLE_STRENGTH:g}, or orders 3 and 4 both < {UNRELIABLE_STRENGTH:g})",
+    ]
+    if isinstance(folded, list) and folded:
+        lines.append(f"{len(folded)} more unit(s) too weak in every order: folded into the affine term")
+    handles, labels = ax.get_legend_handles_labels()
+    if unreliable:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="C3", alpha=0.12))
+        labels.append("unreliable unit")
+    # the verdict is the legend's title: one box, nothing overlaps
+    ax.legend(handles, labels, title="\n".join(lines), title_fontsize=7, fontsize=7, loc="upper right", ncols=3)
+
+
+def _draw_refinement(ax, diag):
+    ax.set_title(TITLE_REFINEMENT)
+    ax.set_xlabel(XLABEL_REFINEMENT)
+    ax.set_ylabel(YLABEL_REFINEMENT)
+    if not isinstance(diag, dict) or "refinement_history" not in diag:
+        _note(ax, f"refinement history {NOT_AVAILABLE}")
+        return
+    raw = diag["refinement_history"]
+    if raw is None:
+        moment = _number(_get(diag, "stages", "moment", "rel_mse_train"))
+        text = NO_REFINEMENT
+        if moment is not None:
+            text += f"\n(moment estimate: relative training MSE {moment:.3g})"
+        _note(ax, text)
+        return
+    history = _floats(raw)
+    if history is None or history.size == 0:
+        _note(ax, f"refinement history {NOT_AVAILABLE}")
+        return
+    iters = np.arange(history.size)
+    floor = _positive_floor(history)
+    finite = history[np.isfinite(history)]
+    label = f"L-BFGS (final {finite[-1]:.2g})" if finite.size else "L-BFGS"
+    ax.plot(iters, np.maximum(history, floor), color="C0", marker="." if history.size <= 60 else None, label=label)
+    ax.set_yscale("log")
+    moment = _number(_get(diag, "stages", "moment", "rel_mse_train"))
+    if moment is not None and moment > 0:
+        ax.axhline(moment, color="0.5", linestyle=":", label=f"moment estimate ({moment:.2g})")
+    stages = _get(diag, "stages", "refined")
+    if isinstance(stages, list) and len(stages) > 1:
+        counts = [_number(s.get("iterations")) if isinstance(s, dict) else None for s in stages]
+        if all(c is not None for c in counts) and sum(int(c) + 1 for c in counts) == history.size:
+            edge = 0
+            for j, c in enumerate(counts[:-1]):
+                edge += int(c) + 1
+                rows = _number(stages[j + 1].get("rows"))
+                label = f"more rows ({int(rows):,})" if rows is not None else "next stage"
+                ax.axvline(edge - 0.5, color="C1", linestyle="--", label=label if j == 0 else None)
+    ax.legend(fontsize=8, loc="lower left")
+
+
+def _unit_scale(a, W, b):
+    s = np.linalg.norm(W, axis=0)
+    s = np.where(s > 0, s, 1.0)
+    return a * s, W / s, b / s
+
+
+def _draw_truth(ax_scatter, ax_angle, model, truth):
+    from .evaluate import evaluate, match_units
+
+    ax_scatter.set_title(TITLE_RECOVERED)
+    ax_scatter.set_xlabel(XLABEL_RECOVERED)
+    ax_scatter.set_ylabel(YLABEL_RECOVERED)
+    ax_angle.set_title(TITLE_ANGLES)
+    ax_angle.set_xlabel(XLABEL_ANGLES)
+    ax_angle.set_ylabel(YLABEL_ANGLES)
+    net = truth.network
+    a_t, W_t, b_t = _unit_scale(net.a, net.W, net.b)
+    a_f, W_f, b_f = _unit_scale(model.a, model.W, model.b)
+    rows, cols, cos = match_units(W_t, W_f)
+    sign = np.where(cos < 0, -1.0, 1.0)
+    angle = np.degrees(np.arccos(np.clip(np.abs(cos), 0.0, 1.0)))
+    a_fit, b_fit = a_f[cols], sign * b_f[cols]
+    ax_scatter.scatter(a_t[rows], a_fit, marker="o", color="C0", label="a (output weight)", zorder=3)
+    ax_scatter.scatter(b_t[rows], b_fit, marker="^", color="C1", label="b (bias)", zorder=3)
+    pool = np.concatenate([a_t[rows], a_fit, b_t[rows], b_fit])
+    lo, hi = (float(pool.min()), float(pool.max())) if pool.size else (-1.0, 1.0)
+    pad = 0.08 * max(hi - lo, 1e-3)
+    ax_scatter.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", linestyle="--", linewidth=1, label="y = x")
+    ax_scatter.set_xlim(lo - pad, hi + pad)
+    ax_scatter.set_ylim(lo - pad, hi + pad)
+    for r, x, y in zip(rows, a_t[rows], a_fit):
+        ax_scatter.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="C0")
+    for r, x, y in zip(rows, b_t[rows], b_fit):
+        ax_scatter.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7, color="C1")
+    ax_scatter.legend(fontsize=8, loc="lower right")
+
+    metrics = evaluate(model, truth)
+    lines = [
+        f"rel test MSE: {metrics['rel_test_mse']:.3g}",
+        f"max angle: {metrics['max_angle_deg']:.3g} deg",
+        f"max |b err|: {metrics['max_abs_b_err']:.3g}",
+        f"max rel a err: {metrics['max_rel_a_err']:.3g}",
+    ]
+    if metrics["unmatched_true"] or metrics["unmatched_fitted"]:
+        lines.append(f"unmatched: {metrics['unmatched_true']} true, {metrics['unmatched_fitted']} fitted")
+    ax_scatter.text(
+        0.02,
+        0.98,
+        "\n".join(lines),
+        transform=ax_scatter.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
+    )
+
+    if rows.size == 0:
+        _note(ax_angle, "no matched units")
+        return metrics
+    pos = np.arange(rows.size)
+    bars = ax_angle.bar(pos, angle, color="C2", label="angle")
+    for rect, value in zip(bars, angle):
+        ax_angle.annotate(
+            f"{value:.2g}",
+            (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+            textcoords="offset points",
+            xytext=(0, 2),
+            ha="center",
+            fontsize=7,
+        )
+    ax_angle.set_xticks(pos)
+    ax_angle.set_xticklabels([f"{r}->{c}{'*' if s < 0 else ''}" for r, c, s in zip(rows, cols, sign)], fontsize=8)
+    # angles far below a degree are drawn on a 0-1 degree axis: the labels give the values
+    ax_angle.set_ylim(0, max(float(angle.max()) * 1.25, 1.0))
+    if (sign < 0).any():
+        ax_angle.text(
+            0.98, 0.98, "* compared as (a, -w, -b)", transform=ax_angle.transAxes, ha="right", va="top", fontsize=7
+        )
+    return metrics
+
+
+def render_report(model, out, *, truth=None):
+    """Draw the diagnostics of a fitted model in one figure and save it.
+
+    Parameters
+    ----------
+    model : ReluNetwork or str or path-like
+        The fitted model, with the diagnostics ``fit`` records; a path is
+        read with :func:`stream_relu.network.load_model`.
+    out : str or path-like
+        Image file to write; its suffix picks the format: ``.png``, ``.svg``
+        or ``.pdf``.
+    truth : Truth or str or path-like, optional
+        Planted network and input law (a simulated store or a truth JSON
+        file is read with :func:`stream_relu.simulate.load_truth`).  Adds the
+        panels comparing recovered and true parameters.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The saved figure.  Its axes, in order: ``T_2`` spectrum, per-unit
+        Hermite order strengths, refinement and, with a truth, recovered vs
+        true parameters and angle per matched unit.
+
+    Raises
+    ------
+    InputError
+        If matplotlib is not installed (the message gives the ``pip
+        install`` command), if ``out`` has an unsupported suffix, or if the
+        truth has a different number of features than the model.
+
+    Notes
+    -----
+    Diagnostics missing from the model leave their panel with a
+    "not available" note.  Order strengths and unreliable units refer to
+    the units of the moment estimate, which the refinement keeps in the
+    same order.  With a truth, both networks are rescaled to unit ``w``;
+    units are matched by :func:`stream_relu.evaluate.match_units`, and a
+    fitted unit with a negative cosine is compared as ``(a, -w, -b)``.
+    """
+    path = os.fspath(out)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in SUPPORTED_FORMATS:
+        raise InputError(
+            f"cannot write a report to {path!r}: its name must end in {', '.join(SUPPORTED_FORMATS)} "
+            f"(got {suffix or 'no suffix'!r})"
+        )
+    Figure, FigureCanvasAgg = _import_matplotlib()
+
+    if isinstance(model, (str, os.PathLike)):
+        from .network import load_model
+
+        model = load_model(model)
+    if truth is not None and isinstance(truth, (str, os.PathLike)):
+        from .simulate import load_truth
+
+        truth = load_truth(os.fspath(truth))
+    if truth is not None and truth.n_features != model.n_features:
+        raise InputError(f"the model has {model.n_features} features but the truth has {truth.n_features}")
+    diag = model.diagnostics if isinstance(model.diagnostics, dict) else {}
+
+    if truth is None:
+        fig = Figure(figsize=(17, 5.2), layout="constrained")
+        grid = fig.add_gridspec(1, 3)
+        axes = [fig.add_subplot(grid[0, j]) for j in range(3)]
+    else:
+        fig = Figure(figsize=(17, 10), layout="constrained")
+        grid = fig.add_gridspec(2, 6)
+        axes = [fig.add_subplot(grid[0, 2 * j : 2 * j + 2]) for j in range(3)]
+        axes += [fig.add_subplot(grid[1, 0:3]), fig.add_subplot(grid[1, 3:6])]
+    FigureCanvasAgg(fig)
+
+    _draw_spectrum(axes[0], diag)
+    _draw_strengths(axes[1], diag)
+    _draw_refinement(axes[2], diag)
+    if truth is not None:
+        _draw_truth(axes[3], axes[4], model, truth)
+
+    fig.suptitle(
+        f"stream_relu model: n_features = {model.n_features}, n_hidden = {model.n_hidden}, {_rows_used(model)}",
+        fontsize=13,
+    )
+    fig.savefig(path, dpi=110)
+    return fig

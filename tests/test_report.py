@@ -1,0 +1,200 @@
+"""The visual report: panels, titles and labels, truth comparison, robustness to missing diagnostics."""
+
+import copy
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import stream_relu as sr  # noqa: E402
+from stream_relu.evaluate import match_units  # noqa: E402
+from stream_relu.report import render_report  # noqa: E402
+
+D, M, N = 5, 2, 50_000
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+PANELS = [
+    ("T_2 spectrum", "eigenvalue index (sorted by |eigenvalue|)", "|eigenvalue| of T_2"),
+    ("Per-unit Hermite order strengths", "unit (moment-estimate order)", "strength (noise levels)"),
+    ("Refinement", "L-BFGS iteration", "relative training MSE"),
+]
+TRUTH_PANELS = [
+    ("Recovered vs true", "true value", "recovered value"),
+    ("Angle per matched unit", "matched pair (true unit -> fitted unit)", "angle between w_true and w_fit (degrees)"),
+]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(7)
+    net = sr.draw_network(D, M, rng)
+    x = rng.standard_normal((N, D))
+    result = sr.fit(x, net.predict(x), n_hidden=M, progress=False)
+    truth = sr.Truth(net, np.zeros(D), np.eye(D))
+    return result.model, truth
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def _check_panels(fig, panels):
+    assert len(fig.axes) == len(panels)
+    for ax, (title, xlabel, ylabel) in zip(fig.axes, panels):
+        assert ax.get_title() == title
+        assert ax.get_xlabel() == xlabel
+        assert ax.get_ylabel() == ylabel
+
+
+def test_report_without_truth_writes_png_with_three_panels(tmp_path, fitted):
+    model, _ = fitted
+    out = tmp_path / "report.png"
+    fig = render_report(model, out)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    _check_panels(fig, PANELS)
+    spectrum, strengths, refinement = fig.axes
+
+    width = model.diagnostics["width"]
+    assert spectrum.get_yscale() == "log"
+    hlines = [line.get_ydata()[0] for line in spectrum.lines if line.get_ydata()[0] == line.get_ydata()[1]]
+    assert width["threshold"] in hlines
+    assert width["noise_floor"] in hlines
+    vlines = [line.get_xdata()[0] for line in spectrum.lines if line.get_xdata()[0] == line.get_xdata()[1]]
+    assert vlines == [width["chosen"] + 0.5]
+    labels = spectrum.get_legend_handles_labels()[1]
+    assert "threshold" in " ".join(labels) and any(f"m = {M}" in s for s in labels)
+    # one bar per eigenvalue
+    assert len(spectrum.patches) == len(width["t2_spectrum"])
+
+    assert strengths.get_yscale() == "log"
+    assert [f"order {k}" for k in (2, 3, 4)] == [s for s in strengths.get_legend_handles_labels()[1] if "order" in s]
+    assert len(strengths.patches) == 3 * M
+    assert any(line.get_ydata()[0] == 10.0 for line in strengths.lines)
+
+    assert refinement.get_yscale() == "log"
+    (curve,) = [line for line in refinement.lines if line.get_label().startswith("L-BFGS")]
+    assert len(curve.get_ydata()) == len(model.diagnostics["refinement_history"])
+
+    title = fig.get_suptitle()
+    assert f"n_features = {D}" in title and f"n_hidden = {M}" in title and f"{N:,}" in title
+
+
+def test_report_with_truth_adds_recovered_vs_true(tmp_path, fitted):
+    model, truth = fitted
+    out = tmp_path / "report.png"
+    fig = render_report(model, out, truth=truth)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    _check_panels(fig, PANELS + TRUTH_PANELS)
+    scatter, angles = fig.axes[3], fig.axes[4]
+
+    rows, cols, cos = match_units(truth.network.W, model.W)
+    points = {c.get_label(): c.get_offsets() for c in scatter.collections}
+    assert set(points) == {"a (output weight)", "b (bias)"}
+    assert all(len(p) == rows.size for p in points.values())
+    np.testing.assert_allclose(points["a (output weight)"][:, 0], truth.network.a[rows])
+    np.testing.assert_allclose(points["b (bias)"][:, 0], truth.network.b[rows])
+    # the noiseless planted network is recovered: points on y = x
+    np.testing.assert_allclose(points["a (output weight)"][:, 1], truth.network.a[rows], atol=1e-3)
+    np.testing.assert_allclose(points["b (bias)"][:, 1], truth.network.b[rows], atol=1e-3)
+    assert any(line.get_label() == "y = x" for line in scatter.lines)
+    box = "\n".join(_texts(scatter))
+    assert "rel test MSE" in box and "max angle" in box
+
+    assert len(angles.patches) == rows.size
+    assert all(p.get_height() < 1.0 for p in angles.patches)
+
+
+def test_unreliable_units_and_no_refinement_are_shown(tmp_path, fitted):
+    model, _ = fitted
+    diag = copy.deepcopy(model.diagnostics)
+    diag["recovery"]["order_strengths"] = {"order2": [150.0, 4.0], "order3": [80.0, 2.0], "order4": [30.0, 0.0]}
+    diag["recovery"]["unreliable_units"] = [1]
+    diag["refinement_history"] = None
+    weak = dataclasses.replace(model, diagnostics=diag)
+    fig = render_report(weak, tmp_path / "weak.png")
+    _check_panels(fig, PANELS)
+    strengths, refinement = fig.axes[1], fig.axes[2]
+    ticks = {t.get_text(): t.get_color() for t in strengths.get_xticklabels()}
+    assert set(ticks) == {"0", "1*"}
+    assert ticks["1*"] == "C3"
+    legend = strengths.get_legend()
+    assert "unreliable units: [1]" in legend.get_title().get_text()
+    assert "unreliable unit" in [t.get_text() for t in legend.get_texts()]
+    assert any("no refinement" in t for t in _texts(refinement))
+
+
+def test_model_without_diagnostics_renders_not_available(tmp_path, fitted):
+    _, truth = fitted
+    bare = truth.network  # a drawn network: no provenance, no diagnostics
+    assert bare.diagnostics == {} and bare.provenance == {}
+    out = tmp_path / "bare.png"
+    fig = render_report(bare, out)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    _check_panels(fig, PANELS)
+    for ax in fig.axes:
+        assert any("not available" in t for t in _texts(ax))
+    assert "rows used: not recorded" in fig.get_suptitle()
+
+    # with a truth the comparison panels still work
+    fig = render_report(bare, tmp_path / "bare_truth.png", truth=truth)
+    _check_panels(fig, PANELS + TRUTH_PANELS)
+
+
+def test_partial_and_malformed_diagnostics_do_not_crash(tmp_path, fitted):
+    model, _ = fitted
+    diag = {
+        "width": {"t2_spectrum": [0.2, None, 0.001], "chosen": 1},  # no floor, no threshold
+        "recovery": {"order_strengths": {"order2": [1.0, 2.0], "order3": "garbage"}},
+        "refinement_history": [1e-3, 0.0, None],
+    }
+    odd = dataclasses.replace(model, diagnostics=diag)
+    fig = render_report(odd, tmp_path / "odd.png")
+    _check_panels(fig, PANELS)
+    assert fig.axes[0].get_yscale() == "log"
+    assert any("not available" in t for t in _texts(fig.axes[1]))
+
+
+def test_paths_and_vector_formats(tmp_path, fitted):
+    model, truth = fitted
+    model_path = tmp_path / "m.json"
+    model.save(model_path)
+    truth_path = tmp_path / "truth.json"
+    truth_path.write_text(json.dumps(truth.to_dict()))
+    svg = tmp_path / "r.svg"
+    fig = render_report(str(model_path), svg, truth=str(truth_path))
+    assert len(fig.axes) == 5
+    assert svg.read_text()[:200].lstrip().startswith("<?xml")
+    pdf = tmp_path / "r.pdf"
+    render_report(model, pdf)
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_bad_suffix_and_feature_mismatch_raise_input_error(tmp_path, fitted):
+    model, _ = fitted
+    with pytest.raises(sr.InputError, match=r"\.png"):
+        render_report(model, tmp_path / "report.jpg")
+    other = sr.Truth(sr.draw_network(D + 1, M, np.random.default_rng(0)), np.zeros(D + 1), np.eye(D + 1))
+    with pytest.raises(sr.InputError, match="features"):
+        render_report(model, tmp_path / "report.png", truth=other)
+
+
+def test_missing_matplotlib_raises_input_error(tmp_path, fitted, monkeypatch):
+    model, _ = fitted
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "report.png"
+    with pytest.raises(sr.InputError, match="pip install") as info:
+        render_report(model, out)
+    assert 'stream_relu[report]' in str(info.value)
+    assert not out.exists()
+
+
+def test_module_import_does_not_import_matplotlib():
+    code = "import sys, stream_relu.report; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
