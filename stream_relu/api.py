@@ -131,7 +131,14 @@ def _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_c
     if _is_dask_array(data) or _is_dask_array(y):
         import dask.array as da
 
-        return DaskArraySource(da.asarray(data), da.asarray(y)), None
+        dx, dy = da.asarray(data), da.asarray(y)
+        if dy.ndim == 2 and dy.shape[1] == 1:
+            dy = dy[:, 0]
+        if dx.ndim != 2 or dy.ndim != 1 or dx.shape[0] != dy.shape[0]:
+            raise StoreFormatError(
+                f"expected x of shape (n_samples, n_features) and y of shape (n_samples,); got {dx.shape} and {dy.shape}"
+            )
+        return DaskArraySource(dx, dy), None
     x = np.asarray(data)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -404,11 +411,11 @@ def fit(
     if n_hidden is not None:
         n_hidden = int(n_hidden)
         if n_hidden < 1:
-            raise InputError(f"--hidden must be a positive integer, got {n_hidden}")
+            raise InputError(f"n_hidden (--hidden) must be a positive integer, got {n_hidden}")
         if n_hidden > d:
             raise InputError(
                 f"--hidden {n_hidden} is larger than n_features = {d}: stream_relu 0.1 recovers at most "
-                "as many units as there are features (m <= d)"
+                "as many units as there are features (m <= d; n_hidden in the Python API)"
             )
     rng = np.random.default_rng(random_state)
     timings = {}
@@ -480,7 +487,7 @@ def fit(
             "x": x_name,
             "y": y_name,
         },
-        "seeds": {"random_state": int(random_state)},
+        "seeds": {"random_state": random_state if isinstance(random_state, (int, np.integer)) else repr(random_state)},
     }
     moment_model = _network(moment_params, gauss)
     warnings = first.warnings + _envelope_warnings(gauss, width, est, moment_model)
