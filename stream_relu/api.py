@@ -37,7 +37,7 @@ from .engine import (
     reduce_chunks,
 )
 from .errors import DataError, InputError, RecoveryError, StoreFormatError
-from .moments import SubspacePlan, finalize_gauss, finalize_subspace
+from .moments import GAUSS_KEY, SubspacePlan, finalize_gauss, finalize_subspace
 from .network import ReluNetwork, to_jsonable
 from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
 from .refine import InMemoryObjective, Params, RefinePlan, refine
@@ -70,12 +70,16 @@ class FitResult:
     timings : dict
         Wall seconds per stage.  Kept out of the model file, which is
         byte-identical whatever the cluster did.
+    run : dict
+        How this run went (chunks reused from ``state`` per pass).  Kept
+        out of the model file for the same reason.
     """
 
     model: ReluNetwork
     moment_model: ReluNetwork
     diagnostics: dict
     timings: dict
+    run: dict = None
 
 
 def _is_dask_array(obj):
@@ -273,14 +277,28 @@ class FirstPass:
     warnings: list
 
 
-def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False):
+def _state_folder(url, store, nonfinite, missing_chunks):
+    """The state folder of a fit, bound to the store's identity (all but its row count) and settings."""
+    from .checkpoint import StateFolder
+
+    if store is None:
+        raise InputError("state= (--state) needs a zarr store as input, not arrays")
+    identity = {k: v for k, v in store.identity().items() if k not in ("x_shape", "y_shape")}
+    identity["n_features"] = store.n_features
+    identity["settings"] = {"nonfinite": nonfinite, "missing_chunks": missing_chunks}
+    return StateFolder(url, identity)
+
+
+def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, checkpoint=None):
     """Run pass 1 and every validation that its sums allow."""
     report = ChunkReport()
     options = ChunkOptions(nonfinite=nonfinite, fingerprint=True, collect_errors=collect_errors)
     prog = Progress("pass 1/2 (moments)", source.n_chunks, source.n_samples, enabled=progress)
     errors, warnings = [], []
     try:
-        state = reduce_chunks(source, "gauss", None, runner, progress=prog, options=options, report=report)
+        state = reduce_chunks(
+            source, "gauss", None, runner, progress=prog, options=options, report=report, checkpoint=checkpoint
+        )
     except DataError as exc:
         if not collect_errors:
             raise
@@ -345,6 +363,7 @@ def fit(
     storage_options=None,
     nonfinite="error",
     missing_chunks="error",
+    state=None,
     progress=True,
 ):
     """Learn ``f(x) = sum_i a_i relu(<w_i, x> + b_i) + <u, x> + c`` from samples.
@@ -389,6 +408,12 @@ def fit(
         (the count is in ``diagnostics["data"]``).
     missing_chunks : {"error", "fill"}
         A chunk absent from storage: fail naming it, or read the fill value.
+    state : str, optional
+        A folder (path or fsspec URL) where the passes' progress persists
+        (:mod:`stream_relu.checkpoint`): a rerun after a crash computes only
+        the missing chunks, and a rerun after rows were appended computes
+        the new chunks of pass 1 and pass 2 again; the result is bitwise the
+        same as an uninterrupted fresh fit.  Stores only.
     progress : bool
         Report progress on stderr.
 
@@ -423,7 +448,17 @@ def fit(
     # refinement then give the same bits whatever the machine's core count.
     with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
         t0 = time.perf_counter()
-        first = _first_pass(source, runner, nonfinite=nonfinite, progress=progress)
+        folder = None
+        if state is not None:
+            folder = _state_folder(state, store, nonfinite, missing_chunks)
+        first = _first_pass(
+            source,
+            runner,
+            nonfinite=nonfinite,
+            progress=progress,
+            checkpoint=None if folder is None else folder.pass_checkpoint("gauss", GAUSS_KEY),
+        )
+        run_info = {"pass1_reused_chunks": first.report.reused, "n_chunks": source.n_chunks}
         if first.errors:
             raise DataError(first.errors[0])
         gauss = first.gauss
@@ -445,8 +480,29 @@ def fit(
         plan = SubspacePlan.build(gauss, subspace_basis(gauss.T2, m))
         t0 = time.perf_counter()
         prog = Progress("pass 2/2 (subspace moments)", source.n_chunks, source.n_samples, enabled=progress)
-        state = reduce_chunks(source, "subspace", plan, runner, progress=prog, options=ChunkOptions(nonfinite="skip"))
-        sub = finalize_subspace(state, plan)
+        report2 = ChunkReport()
+        sub_state = reduce_chunks(
+            source,
+            "subspace",
+            plan,
+            runner,
+            progress=prog,
+            options=ChunkOptions(nonfinite="skip"),
+            report=report2,
+            checkpoint=None if folder is None else folder.pass_checkpoint("subspace", plan.key),
+        )
+        run_info["pass2_reused_chunks"] = report2.reused
+        if folder is not None:
+            folder.prune({f"gauss-{GAUSS_KEY}", f"subspace-{plan.key}"})
+            log.info(
+                "state %s: pass 1 reused %d of %d chunks, pass 2 reused %d (pass 2 is recomputed whenever "
+                "pass 1 changed)",
+                folder.url,
+                run_info["pass1_reused_chunks"],
+                source.n_chunks,
+                run_info["pass2_reused_chunks"],
+            )
+        sub = finalize_subspace(sub_state, plan)
         timings["pass2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
@@ -530,7 +586,7 @@ def fit(
     }
     diagnostics = to_jsonable(diagnostics)
     model = _network(final_params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics)
-    return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics, timings=timings)
+    return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics, timings=timings, run=run_info)
 
 
 def _predict_chunk(source, index, model, out_spec):

@@ -26,6 +26,7 @@ EXAMPLES = {
     "fit": "example: stream-relu fit data.zarr --out model.json --hidden 6",
     "evaluate": "example: stream-relu evaluate model.json --truth data.zarr",
     "check": "example: stream-relu check data.zarr --hidden 6",
+    "append": "example: stream-relu append data.zarr --from new-rows.zarr",
     "predict": "example: stream-relu predict model.json data.zarr --out pred.zarr",
     "report": "example: stream-relu report model.json --truth data.zarr --out report.png",
     "demo": "example: stream-relu demo --samples 1000000",
@@ -110,6 +111,7 @@ def _fit(args, store):
         storage_options=_storage_options(args.storage_options),
         nonfinite=args.nonfinite,
         missing_chunks=args.missing_chunks,
+        state=args.state,
         progress=not args.quiet,
     )
 
@@ -170,6 +172,7 @@ def cmd_fit(args):
             "stages": diag["stages"],
             "warnings": diag["warnings"],
             "timings_s": result.timings,
+            "run": result.run,
         }
         print(json.dumps(to_jsonable(summary), allow_nan=False))
     elif not args.quiet:
@@ -197,6 +200,18 @@ def cmd_evaluate(args):
         print(json.dumps(metrics, allow_nan=False))
     else:
         print(_table(_eval_rows(metrics)))
+    return 0
+
+
+def cmd_append(args):
+    from .data import append_rows, open_store
+
+    src = open_store(args.source, x=args.x, y=args.y)
+    total = 0
+    for i in range(src.n_chunks):  # chunk by chunk: bounded memory
+        x, y = src.read_chunk(i)
+        total = append_rows(args.store, x, y, x=args.x, y=args.y, storage_options=_storage_options(args.storage_options))
+    log.info("appended %d rows from %s; %s now has %d committed rows", src.n_samples, args.source, args.store, total)
     return 0
 
 
@@ -325,6 +340,10 @@ def build_parser():
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
     p.add_argument("--seed", type=int, default=0, help="seed of the decomposition's random slices")
     p.add_argument("--json", action="store_true", help="print a JSON summary of the fit on stdout")
+    p.add_argument(
+        "--state",
+        help="folder (path or URL) where progress persists: a rerun resumes, and picks up appended rows",
+    )
     _add_store_options(p)
     p.set_defaults(func=cmd_fit)
 
@@ -343,6 +362,14 @@ def build_parser():
     p.add_argument("--test-samples", type=_positive_int, default=200_000, help="fresh test draws")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("append", "append the rows of another store, committing them only once written")
+    p.add_argument("store", help="store to append to")
+    p.add_argument("--from", dest="source", required=True, help="store whose rows are appended")
+    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
+    p.add_argument("--y", default="y", help="name of the labels array (default y)")
+    p.add_argument("--storage-options", help="fsspec options of STORE as a JSON object")
+    p.set_defaults(func=cmd_append)
 
     p = add("report", "draw the fit's evidence: T_2 spectrum, per-unit order strengths, refinement, truth")
     p.add_argument("model", help="model file")

@@ -61,6 +61,9 @@ __all__ = [
 #: Runtime configuration of every array this module writes to.
 _WRITE_CONFIG = {"write_empty_chunks": True}
 
+#: group attribute a writer updates after the data of appended rows landed
+COMMITTED_ROWS_ATTR = "committed_rows"
+
 #: what a read does with a chunk absent from storage
 MISSING_CHUNK_POLICIES = ("error", "fill")
 
@@ -459,7 +462,27 @@ class SampleStore:
                 f"array '{spec.x}' in store '{url}' has 0 columns (shape {_shape_str(x_shape)}); "
                 "expected at least 1 feature"
             )
-        if int(y_shape[0]) != n_samples:
+        committed = self.attrs.get(COMMITTED_ROWS_ATTR)
+        if committed is not None:
+            if not isinstance(committed, int) or isinstance(committed, bool) or not 0 <= committed <= n_samples:
+                raise StoreFormatError(
+                    f"attribute '{COMMITTED_ROWS_ATTR}' of store '{url}' is {committed!r}; expected an integer "
+                    f"from 0 to the {n_samples} rows of array '{spec.x}'"
+                )
+            if int(y_shape[0]) < committed:
+                raise StoreFormatError(
+                    f"array '{spec.y}' in store '{url}' has {int(y_shape[0])} rows but "
+                    f"'{COMMITTED_ROWS_ATTR}' says {committed} rows are committed"
+                )
+            if committed < n_samples or int(y_shape[0]) > committed:
+                self.notes.append(
+                    f"store '{url}' has {committed} committed rows; rows past them (a write in progress or "
+                    "a crashed append) are not read"
+                )
+            n_samples = committed
+            if n_samples == 0:
+                raise StoreFormatError(f"store '{url}' has 0 committed rows; expected at least 1 sample")
+        elif int(y_shape[0]) != n_samples:
             raise StoreFormatError(
                 f"array '{spec.y}' in store '{url}' has {int(y_shape[0])} rows "
                 f"(shape {_shape_str(y_shape)}); expected {n_samples}, the rows of array "
@@ -961,3 +984,52 @@ def open_output_array(out):
     spec = StoreSpec(out.url, storage_options=out.storage_options)
     group = zarr.open_group(spec.url, mode="r+", **_zarr_store_kwargs(spec))
     return group[out.name].with_config(_WRITE_CONFIG)
+
+
+def append_rows(url, x_rows, y_rows, *, x="x", y="y", storage_options=None):
+    """Append rows to a sample store, committing them only once their data landed.
+
+    The arrays are resized, the rows written, and only then the group
+    attribute ``committed_rows`` is raised to the new row count.  Readers
+    read ``committed_rows`` rows, so a crash in the middle never exposes
+    half-written rows; the next append overwrites them.  A store without
+    the attribute gets it (set to its current rows) on its first append.
+
+    Parameters
+    ----------
+    url : str
+        Path or URL of the store.
+    x_rows : ndarray of shape (k, n_features)
+        Inputs to append.
+    y_rows : ndarray of shape (k,)
+        Labels to append.
+    x, y : str
+        Array names.
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    int
+        The committed row count after the append.
+    """
+    spec = StoreSpec.make(url, x=x, y=y, storage_options=storage_options)
+    store = SampleStore(spec, mode="r+")
+    x_rows = np.asarray(x_rows)
+    y_rows = np.asarray(y_rows).reshape(-1)
+    if x_rows.ndim != 2 or x_rows.shape[1] != store.n_features or y_rows.shape[0] != x_rows.shape[0]:
+        raise InputError(
+            f"rows to append have shapes {x_rows.shape} and {y_rows.shape}; expected (k, {store.n_features}) and (k,)"
+        )
+    start = store.n_samples
+    stop = start + x_rows.shape[0]
+    x_new = _checked_rows(x_rows, spec.x, store.x_array, spec.url)
+    y_new = _checked_rows(y_rows, spec.y, store.y_array, spec.url)
+    if COMMITTED_ROWS_ATTR not in store.attrs:
+        store.group.attrs[COMMITTED_ROWS_ATTR] = int(start)
+    store.x_array.resize((stop, store.n_features))
+    store.y_array.resize((stop,) + tuple(store.y_array.shape[1:]))
+    store.x_array[start:stop] = x_new
+    store.y_array[start:stop] = y_new.reshape((-1,) + tuple(store.y_array.shape[1:]))
+    store.group.attrs[COMMITTED_ROWS_ATTR] = int(stop)
+    return int(stop)

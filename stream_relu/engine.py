@@ -19,6 +19,7 @@ them).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -192,8 +193,16 @@ class ChunkResult:
     error: str | None = None
 
 
+# Test-only: seconds every chunk task sleeps, so that tests can disturb a run
+# (kill a worker, kill the driver) reliably while it is in flight.
+TEST_DELAY_ENV = "STREAM_RELU_TEST_CHUNK_DELAY"
+
+
 def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
     """Evaluate ``kernel`` on chunk ``index`` of ``source`` with BLAS pinned to one thread."""
+    delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
     try:
         x, y = source.read(index)
     except DataError as exc:
@@ -203,15 +212,18 @@ def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
     return _apply(kernel, x, y, plan, options)
 
 
+def fingerprint(x, y):
+    """Digest of a chunk's bytes (duplicate detection, changed-store detection)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
+
+
 def _apply(kernel, x, y, plan, options=ChunkOptions()):
     x = np.asarray(x)
     y = np.asarray(y)
-    digest = None
-    if options.fingerprint:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(np.ascontiguousarray(x).tobytes())
-        h.update(np.ascontiguousarray(y).tobytes())
-        digest = h.hexdigest()
+    digest = fingerprint(x, y) if options.fingerprint else None
     good = np.isfinite(y) & np.isfinite(x).all(axis=1)
     n_bad = int(good.size - np.count_nonzero(good))
     if n_bad:
@@ -241,6 +253,13 @@ class Progress:
         self.start = time.perf_counter()
         self.last = -math.inf
 
+    def skip(self, chunks, rows):
+        """Count chunks reused from a checkpoint as done (rates cover new work only)."""
+        self.done_chunks += chunks
+        self.total_rows -= rows
+        if chunks:
+            log.info("%s: reusing %d of %d chunks from the state folder", self.label, chunks, self.total_chunks)
+
     def update(self, rows):
         self.done_chunks += 1
         self.done_rows += rows
@@ -268,8 +287,8 @@ class SerialRunner:
 
     name = "serial"
 
-    def imap(self, source, kernel, plan, options=ChunkOptions()):
-        for i in range(source.n_chunks):
+    def imap(self, source, kernel, plan, options=ChunkOptions(), indices=None):
+        for i in range(source.n_chunks) if indices is None else indices:
             yield i, run_chunk(source, i, kernel, plan, options)
 
 
@@ -281,15 +300,16 @@ class DaskRunner:
     def __init__(self, window=None):
         self.window = window or 4 * (os.cpu_count() or 1)
 
-    def imap(self, source, kernel, plan, options=ChunkOptions()):
+    def imap(self, source, kernel, plan, options=ChunkOptions(), indices=None):
         import dask
 
         blocks = source.delayed_blocks()
+        order = list(range(len(blocks)) if indices is None else indices)
         task = dask.delayed(_apply, pure=True)
-        for lo in range(0, len(blocks), self.window):
-            batch = [task(kernel, xb, yb, plan, options) for xb, yb in blocks[lo : lo + self.window]]
-            for j, result in enumerate(dask.compute(*batch)):
-                yield lo + j, result
+        for lo in range(0, len(order), self.window):
+            batch = order[lo : lo + self.window]
+            results = dask.compute(*[task(kernel, *blocks[i], plan, options) for i in batch])
+            yield from zip(batch, results)
 
 
 class DistributedRunner:
@@ -309,11 +329,12 @@ class DistributedRunner:
             window = 4 * n_threads
         self.window = window
 
-    def imap(self, source, kernel, plan, options=ChunkOptions()):
+    def imap(self, source, kernel, plan, options=ChunkOptions(), indices=None):
         from distributed import as_completed
 
+        order = list(range(source.n_chunks) if indices is None else indices)
         if isinstance(source, DaskArraySource):
-            yield from self._imap_dask(source, kernel, plan, options)
+            yield from self._imap_dask(source, kernel, plan, options, order)
             return
         from dask.base import tokenize
 
@@ -321,8 +342,6 @@ class DistributedRunner:
         # Keys name the source, the kernel and its plan: a recomputed task
         # (lost worker) keeps its key, and concurrent fits never share one.
         prefix = f"stream-relu-{kernel}-{getattr(plan, 'key', 'none')}-{tokenize(source, options)}"
-        n = source.n_chunks
-
         def submit(i):
             return self.client.submit(
                 run_chunk, source, i, kernel, plan_f, options, key=f"{prefix}-{i}", pure=False
@@ -330,32 +349,33 @@ class DistributedRunner:
 
         pending = as_completed()
         futures = {}
-        nxt = 0
-        while nxt < min(n, self.window):
-            f = submit(nxt)
-            futures[f.key] = nxt
-            pending.add(f)
-            nxt += 1
+        queue = iter(order)
+
+        def submit_next():
+            i = next(queue, None)
+            if i is not None:
+                f = submit(i)
+                futures[f.key] = i
+                pending.add(f)
+
+        for _ in range(self.window):
+            submit_next()
         for fut in pending:
             i = futures.pop(fut.key)
             result = fut.result()
             fut.release()
-            if nxt < n:
-                f = submit(nxt)
-                futures[f.key] = nxt
-                pending.add(f)
-                nxt += 1
+            submit_next()
             yield i, result
 
-    def _imap_dask(self, source, kernel, plan, options):
+    def _imap_dask(self, source, kernel, plan, options, order):
         import dask
 
         blocks = source.delayed_blocks()
         task = dask.delayed(_apply, pure=True)
-        for lo in range(0, len(blocks), self.window):
-            batch = [task(kernel, xb, yb, plan, options) for xb, yb in blocks[lo : lo + self.window]]
-            for j, result in enumerate(self.client.gather(self.client.compute(batch))):
-                yield lo + j, result
+        for lo in range(0, len(order), self.window):
+            batch = order[lo : lo + self.window]
+            results = self.client.gather(self.client.compute([task(kernel, *blocks[i], plan, options) for i in batch]))
+            yield from zip(batch, results)
 
 
 @dataclass
@@ -365,6 +385,7 @@ class ChunkReport:
     nonfinite: dict = field(default_factory=dict)  # chunk index -> rows dropped
     fingerprints: dict = field(default_factory=dict)  # digest -> chunk indices
     errors: dict = field(default_factory=dict)  # chunk index -> read error
+    reused: int = 0  # chunks taken from a checkpoint
 
     @property
     def nonfinite_rows(self):
@@ -380,7 +401,27 @@ def _listing(indices, limit=8):
     return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
 
 
-def reduce_chunks(source, kernel, plan, runner, *, progress=None, options=ChunkOptions(), report=None):
+PREFIX_WRITE_INTERVAL = 2.0  # seconds between persisted prefixes of a pass
+
+
+def _verify_unchanged(source, info):
+    """Re-read the first and last chunks of a persisted prefix and compare their fingerprints."""
+    from .checkpoint import CheckpointMismatchError
+
+    for c in {0: info[0], 1: info[-1]}.values():
+        if c.get("fingerprint") is None:
+            continue
+        x, y = source.read(c["index"])
+        if fingerprint(x, y) != c["fingerprint"]:
+            raise CheckpointMismatchError(
+                f"{source.describe(c['index'])} changed since the state was written; "
+                "use a new --state folder for a changed store"
+            )
+
+
+def reduce_chunks(
+    source, kernel, plan, runner, *, progress=None, options=ChunkOptions(), report=None, checkpoint=None
+):
     """Merge ``kernel``'s states over every chunk of ``source``, left to right in chunk order.
 
     Parameters
@@ -394,7 +435,11 @@ def reduce_chunks(source, kernel, plan, runner, *, progress=None, options=ChunkO
     options : ChunkOptions
     report : ChunkReport, optional
         Filled with the non-finite rows, fingerprints and (with
-        ``options.collect_errors``) read errors per chunk.
+        ``options.collect_errors``) read errors per chunk, and ``reused``,
+        the chunks taken from the checkpoint.
+    checkpoint : PassCheckpoint, optional
+        Persists every completed chunk and, every few seconds, the folded
+        prefix of full chunks; what it holds is reused, not recomputed.
 
     Returns
     -------
@@ -408,24 +453,45 @@ def reduce_chunks(source, kernel, plan, runner, *, progress=None, options=ChunkO
         infinity: the message names the chunks and counts the rows.
     """
     report = ChunkReport() if report is None else report
-    total = 0
+    n = source.n_chunks
+    total, nxt, info, done = 0, 0, [], {}
+    if checkpoint is not None:
+        total, nxt, info, done = checkpoint.load(lambda i: source.chunk_len(i) if i < n else None)
+        if info and options.fingerprint:
+            _verify_unchanged(source, info)
+        for c in info:
+            _note(report, c["index"], c["nonfinite"], c["fingerprint"])
+    report.reused = nxt + len(done)
+    if progress is not None:
+        progress.skip(report.reused, sum(source.chunk_len(i) for i in range(nxt)) + sum(m["rows"] for _, m in done.values()))
+    n_full = None
+    if checkpoint is not None:  # only stores checkpoint; their chunks are chunk_rows long but the last
+        n_full = n if source.chunk_len(n - 1) == source.chunk_rows else n - 1
+    reused = ((i, ChunkResult(st, m["nonfinite"], m["fingerprint"])) for i, (st, m) in sorted(done.items()))
+    todo = [i for i in range(nxt, n) if i not in done]
     pending = {}
-    nxt = 0
-    for i, result in runner.imap(source, kernel, plan, options):
+    for i, result in itertools.chain(reused, runner.imap(source, kernel, plan, options, indices=todo)):
         if result.error is not None:
             report.errors[i] = result.error
-        if result.nonfinite_rows:
-            report.nonfinite[i] = result.nonfinite_rows
-        if result.fingerprint is not None:
-            report.fingerprints.setdefault(result.fingerprint, []).append(i)
-        pending[i] = result.state if result.state is not None else 0
-        if progress is not None:
+        _note(report, i, result.nonfinite_rows, result.fingerprint)
+        if checkpoint is not None and i not in done and result.state is not None:
+            checkpoint.save_chunk(i, result, source.chunk_len(i))
+        pending[i] = result
+        if progress is not None and i not in done:
             progress.update(source.chunk_len(i))
         while nxt in pending:
-            total = total + pending.pop(nxt)
+            r = pending.pop(nxt)
+            if checkpoint is not None and nxt == n_full:
+                checkpoint.save_prefix(total, nxt, info)  # the fold of every full chunk
+            total = total + (r.state if r.state is not None else 0)
+            info.append({"index": nxt, "rows": source.chunk_len(nxt), "nonfinite": r.nonfinite_rows, "fingerprint": r.fingerprint})
             nxt += 1
-    if pending or nxt != source.n_chunks:
-        raise RuntimeError(f"reduction incomplete: merged {nxt} of {source.n_chunks} chunks")
+            if checkpoint is not None and nxt <= n_full and time.monotonic() - checkpoint.last_prefix_write > PREFIX_WRITE_INTERVAL:
+                checkpoint.save_prefix(total, nxt, info)
+    if pending or nxt != n:
+        raise RuntimeError(f"reduction incomplete: merged {nxt} of {n} chunks")
+    if checkpoint is not None and n_full == n:
+        checkpoint.save_prefix(total, n, info)
     if report.nonfinite and options.nonfinite == "error":
         chunks = sorted(report.nonfinite)
         raise DataError(
@@ -433,3 +499,10 @@ def reduce_chunks(source, kernel, plan, runner, *, progress=None, options=ChunkO
             f"(first: {source.describe(chunks[0])}); rerun with --nonfinite skip to drop those rows"
         )
     return total
+
+
+def _note(report, index, nonfinite_rows, digest):
+    if nonfinite_rows:
+        report.nonfinite[index] = nonfinite_rows
+    if digest is not None:
+        report.fingerprints.setdefault(digest, []).append(index)
