@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from .api import CheckReport, FitResult, check, fit, predict_store  # noqa: E402
 from .data import StoreSpec, open_store  # noqa: E402
 from .errors import (  # noqa: E402
+    ClusterError,
     DataError,
     InputError,
     ModelFileError,
@@ -44,4 +45,5 @@ __all__ = [
     "DataError",
     "ModelFileError",
     "RecoveryError",
+    "ClusterError",
 ]

@@ -36,7 +36,7 @@ from .engine import (
     StoreSource,
     reduce_chunks,
 )
-from .errors import DataError, InputError, RecoveryError, StoreFormatError
+from .errors import ClusterError, DataError, InputError, RecoveryError, StoreFormatError
 from .moments import GAUSS_KEY, SubspacePlan, finalize_gauss, finalize_subspace
 from .network import ReluNetwork, to_jsonable
 from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
@@ -98,7 +98,14 @@ def _runner_for(source, client, scheduler):
     if scheduler not in (None, "local") and scheduler != "synchronous":
         from distributed import Client
 
-        with Client(scheduler) as c:
+        try:
+            c = Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ClusterError(
+                f"cannot connect to the dask scheduler at {scheduler}: {exc} (for tls:// addresses, "
+                "dask's distributed.comm.tls settings must name the certificates)"
+            ) from None
+        with c:
             yield DistributedRunner(c)
         return
     if scheduler == "synchronous":

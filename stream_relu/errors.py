@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "ModelFileError",
     "RecoveryError",
+    "ClusterError",
     "EXIT_CODES",
 ]
 
@@ -49,6 +50,10 @@ class RecoveryError(StreamReluError, ArithmeticError):
     """The moments do not support a recovery (too noisy, degenerate)."""
 
 
+class ClusterError(StreamReluError, ConnectionError):
+    """The dask scheduler cannot be reached (address, TLS settings, network)."""
+
+
 # Exit status of the CLI for each error class (most specific first).
 EXIT_CODES = {
     StoreNotFoundError: 3,
@@ -56,6 +61,7 @@ EXIT_CODES = {
     DataError: 5,
     ModelFileError: 6,
     RecoveryError: 7,
+    ClusterError: 8,
     InputError: 2,
     StreamReluError: 1,
 }
