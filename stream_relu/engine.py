@@ -326,7 +326,9 @@ class DistributedRunner:
         self.client = client
         if window is None:
             n_threads = sum(client.nthreads().values()) or 1
-            window = 4 * n_threads
+            # enough tasks in flight to hide the scheduler's round trip on small
+            # chunks; bounded, so client and scheduler memory stay flat
+            window = max(4 * n_threads, 32)
         self.window = window
 
     def imap(self, source, kernel, plan, options=ChunkOptions(), indices=None):
