@@ -20,18 +20,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _processes import ProcessCluster
 
 import stream_relu as sr
 
-BIN = os.path.dirname(sys.executable)
 N = 2_000_000
 
 
@@ -44,39 +41,16 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     store = str(workdir / "s.zarr")
     sr.simulate_store(store, n_features=20, n_hidden=6, n_samples=N, seed=0, overwrite=True)
-    sched_file = workdir / "scheduler.json"
-    log = open(workdir / "cluster.log", "ab")
-    procs = [
-        subprocess.Popen(
-            [os.path.join(BIN, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-            stdout=log, stderr=log,
-        )
-    ]
-    while not sched_file.exists():
-        time.sleep(0.1)
-    address = json.loads(sched_file.read_text())["address"]
-    procs += [
-        subprocess.Popen(
-            [os.path.join(BIN, "dask"), "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-             "--dashboard-address", ":0"],
-            stdout=log, stderr=log,
-        )
-        for _ in range(2)
-    ]
+    cluster = ProcessCluster(workdir, n_workers=2)
+    address = cluster.address
     rates = {"local default": [], "external 2x1": []}
     try:
-        from distributed import Client
-
-        with Client(address) as c:
-            c.wait_for_workers(2)
         for _ in range(args.repeat):  # interleaved, so drifts of the machine hit both alike
             for name, scheduler in (("local default", None), ("external 2x1", address)):
                 r = sr.fit(store, n_hidden=6, scheduler=scheduler, refine_model=False, progress=False)
                 rates[name].append(2 * N / (r.timings["pass1_s"] + r.timings["pass2_s"]))
     finally:
-        for p in procs:
-            p.terminate()
+        cluster.close()
     print(f"{'runner':<15}{'median rows/s (2 passes)':>26}{'min':>14}{'max':>14}")
     for name, v in rates.items():
         print(f"{name:<15}{statistics.median(v):>26,.0f}{min(v):>14,.0f}{max(v):>14,.0f}")

@@ -25,9 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from _processes import ProcessCluster
 
-BIN = os.path.dirname(sys.executable)
 ROWS, FEATURES = 4, 2
 
 
@@ -80,26 +78,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-mem-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    sched_file = workdir / "scheduler.json"
-    log = open(workdir / "cluster.log", "ab")
-    procs = [
-        subprocess.Popen(
-            [os.path.join(BIN, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-            stdout=log, stderr=log,
-        )
-    ]
-    while not sched_file.exists():
-        time.sleep(0.1)
-    address = json.loads(sched_file.read_text())["address"]
-    procs += [
-        subprocess.Popen(
-            [os.path.join(BIN, "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-             "--dashboard-address", ":0"],
-            stdout=log, stderr=log,
-        )
-        for _ in range(2)
-    ]
+    cluster = ProcessCluster(workdir, n_workers=2, nanny=False)
+    address = cluster.address
     from distributed import Client
 
     from stream_relu import open_store
@@ -108,8 +88,8 @@ def main(argv=None):
     rows = []
     try:
         with Client(address) as client:
-            client.wait_for_workers(2)
-            pids = {"client": os.getpid(), "scheduler": procs[0].pid, "worker 0": procs[1].pid, "worker 1": procs[2].pid}
+            pids = {"client": os.getpid(), "scheduler": cluster.scheduler_pid}
+            pids.update({f"worker {i}": pid for i, pid in enumerate(cluster.worker_pids)})
             # warm-up (imports, first connections, caches) before any baseline is taken
             warm = StoreSource.from_store(open_store(_store(workdir / "warm.zarr", 200)))
             reduce_chunks(warm, "gauss", None, DistributedRunner(client))
@@ -135,8 +115,7 @@ def main(argv=None):
                         flush=True,
                     )
     finally:
-        for p in procs:
-            p.terminate()
+        cluster.close()
     print("\npeak RSS growth above the baseline after connecting (MiB)")
     print(f"{'chunks':>8} {'variant':<10} {'client':>8} {'scheduler':>10} {'worker 0':>9} {'worker 1':>9}")
     for n_chunks, variant, _, g in rows:

@@ -284,7 +284,7 @@ class FirstPass:
     warnings: list
 
 
-def _state_folder(url, store, nonfinite, missing_chunks):
+def _state_folder(url, store, nonfinite, missing_chunks, storage_options=None):
     """The state folder of a fit, bound to the store's identity (all but its row count) and settings."""
     from .checkpoint import StateFolder
 
@@ -293,7 +293,9 @@ def _state_folder(url, store, nonfinite, missing_chunks):
     identity = {k: v for k, v in store.identity().items() if k not in ("x_shape", "y_shape")}
     identity["n_features"] = store.n_features
     identity["settings"] = {"nonfinite": nonfinite, "missing_chunks": missing_chunks}
-    return StateFolder(url, identity)
+    # a local state folder needs no options; a remote one shares the store's credentials
+    options = storage_options if "://" in str(url) and not str(url).startswith("file://") else None
+    return StateFolder(url, identity, storage_options=options)
 
 
 def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, checkpoint=None):
@@ -457,7 +459,7 @@ def fit(
         t0 = time.perf_counter()
         folder = None
         if state is not None:
-            folder = _state_folder(state, store, nonfinite, missing_chunks)
+            folder = _state_folder(state, store, nonfinite, missing_chunks, storage_options)
         first = _first_pass(
             source,
             runner,

@@ -47,10 +47,10 @@ class CheckpointMismatchError(InputError):
     """The state folder was written for another store, other settings, or a store that changed since."""
 
 
-def _fs(url):
+def _fs(url, storage_options=None):
     import fsspec
 
-    return fsspec.core.url_to_fs(str(url))
+    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
 
 
 def _npz_bytes(arrays):
@@ -69,11 +69,13 @@ class StateFolder:
     identity : dict
         What the states depend on (store identity without its row count,
         array names, settings); a resume against anything else is refused.
+    storage_options : dict, optional
+        fsspec options (credentials) for the folder's URL.
     """
 
-    def __init__(self, url, identity):
+    def __init__(self, url, identity, storage_options=None):
         self.url = str(url)
-        self.fs, self.root = _fs(url)
+        self.fs, self.root = _fs(url, storage_options)
         self.identity = json.loads(json.dumps(identity))
         self.fs.makedirs(self.root, exist_ok=True)
         manifest = self._path("manifest.json")
