@@ -483,7 +483,7 @@ def reduce_chunks(
             progress.update(source.chunk_len(i))
         while nxt in pending:
             r = pending.pop(nxt)
-            if checkpoint is not None and nxt == n_full:
+            if checkpoint is not None and nxt == n_full and nxt > 0:
                 checkpoint.save_prefix(total, nxt, info)  # the fold of every full chunk
             total = total + (r.state if r.state is not None else 0)
             info.append({"index": nxt, "rows": source.chunk_len(nxt), "nonfinite": r.nonfinite_rows, "fingerprint": r.fingerprint})

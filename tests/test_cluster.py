@@ -248,3 +248,21 @@ def test_state_files_are_not_pickles_and_carry_checksums(store, tmp_path):
     prefix.write_bytes(bytes(raw))
     again = sr.fit(path, n_hidden=M, scheduler="synchronous", state=str(state), refine_model=False, progress=False)
     assert again.run["pass1_reused_chunks"] == 0
+
+
+def test_state_with_a_single_partial_chunk(tmp_path):
+    import zarr
+
+    path = str(tmp_path / "small.zarr")
+    rng = np.random.default_rng(1)
+    net = sr.draw_network(3, 1, rng)
+    x = rng.standard_normal((5_000, 3))
+    g = zarr.open_group(path, mode="w")
+    g.create_array("x", shape=x.shape, chunks=(8_000, 3), dtype="f8")[...] = x  # one chunk, 5,000 of 8,000 rows
+    g.create_array("y", shape=(5_000,), chunks=(8_000,), dtype="f8")[...] = net.predict(x)
+    state = str(tmp_path / "state")
+    first = sr.fit(path, n_hidden=1, scheduler="synchronous", state=state, refine_model=False, progress=False)
+    again = sr.fit(path, n_hidden=1, scheduler="synchronous", state=state, refine_model=False, progress=False)
+    # the only chunk is partial: kept as a chunk record (not in a prefix) and reused
+    assert first.run["pass1_reused_chunks"] == 0 and again.run["pass1_reused_chunks"] == 1
+    np.testing.assert_array_equal(first.model.W, again.model.W)
