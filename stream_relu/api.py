@@ -233,8 +233,8 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
 ROWS_PER_PARAMETER_PAIR = 2000  # the envelope's n >= 1e6 at d m = 500
 
 
-def _envelope_warnings(gauss, width, est, moment_model):
-    """Plain-language warnings when the fit leaves the supported envelope."""
+def _data_warnings(gauss, width):
+    """Envelope warnings that pass 1 alone can give (shared by ``fit`` and ``check``)."""
     d, m, n = gauss.n_features, width.n_hidden, gauss.n_samples
     out = []
     cond = float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0])
@@ -249,6 +249,12 @@ def _envelope_warnings(gauss, width, est, moment_model):
             f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor "
             f"(threshold {width.threshold:.3g}; |eigenvalues| {spectrum}); the weakest units are unreliable"
         )
+    return out
+
+
+def _envelope_warnings(gauss, width, est, moment_model):
+    """Plain-language warnings when the fit leaves the supported envelope."""
+    out = _data_warnings(gauss, width)
     unreliable = est.diagnostics["unreliable_units"]
     if unreliable:
         out.append(
@@ -748,19 +754,8 @@ def check(
                 "suggested_width": width.n_above,
             }
         )
-        m = width.n_hidden
-        if m > source.n_features:
-            first.errors.append(f"--hidden {m} is larger than n_features = {source.n_features}")
-        elif m:
-            needed = ROWS_PER_PARAMETER_PAIR * source.n_features * m
-            if source.n_samples < needed:
-                warnings.append(
-                    f"{source.n_samples} rows for d = {source.n_features}, m = {m}: about {needed} are needed"
-                )
-            if width.requested and m > width.n_above:
-                warnings.append(
-                    f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor"
-                )
-        if gauss.cov_eigvals[-1] / gauss.cov_eigvals[0] > 100:
-            warnings.append(f"cond(Sigma) = {stats['cov_condition']:.3g} > 100: outside the supported envelope")
+        if width.n_hidden > source.n_features:
+            first.errors.append(f"--hidden {width.n_hidden} is larger than n_features = {source.n_features}")
+        else:
+            warnings += _data_warnings(gauss, width)
     return CheckReport(errors=first.errors, warnings=warnings, notes=list(opened.notes), stats=to_jsonable(stats))
