@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -34,10 +34,11 @@ from .engine import (
     Progress,
     SerialRunner,
     StoreSource,
+    SubsetSource,
     reduce_chunks,
 )
 from .errors import ClusterError, DataError, InputError, RecoveryError, StoreFormatError
-from .moments import GAUSS_KEY, SubspacePlan, finalize_gauss, finalize_subspace
+from .moments import GaussPlan, SubspacePlan, finalize_gauss, finalize_subspace, split_joint
 from .network import ReluNetwork, to_jsonable
 from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
 from .refine import InMemoryObjective, Params, RefinePlan, refine
@@ -304,15 +305,62 @@ def _state_folder(url, store, nonfinite, missing_chunks, storage_options=None):
     return StateFolder(url, identity, storage_options=options)
 
 
-def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, checkpoint=None):
-    """Run pass 1 and every validation that its sums allow."""
+def _gauss_plan(source):
+    """The first pass's shift: the means of the first readable chunk's first rows (zero if none reads)."""
+    for i in range(min(source.n_chunks, 4)):
+        try:
+            x, y = source.read(i)
+        except DataError:
+            continue
+        return GaussPlan.from_sample(np.asarray(x[:4096]), np.asarray(y[:4096]))
+    return GaussPlan.zero(source.n_features)
+
+
+PILOT_MIN_ROWS = 1 << 22  # a pilot holds the first chunks of at least this many rows (about 4.2 million)
+PILOT_MAX_SIN = 0.1  # largest sine of the angles between the pilot's span and the full T_2's top span
+
+
+def _pilot_indices(source):
+    """The pilot chunks of a one-pass fit, or None when two passes are the better plan.
+
+    The pilot is the leading chunks holding at least ``PILOT_MIN_ROWS``
+    rows; a one-pass fit is planned when they are at most half of the
+    store.  Leading chunks, not a sample spread over the store: rows
+    appended later leave the pilot, hence the plan, unchanged, so a state
+    folder is reused after an append and the result stays bitwise that of
+    a fresh fit.
+    """
+    if isinstance(source, DaskArraySource) or source.n_chunks < 2:
+        return None
+    k = max(1, -(-PILOT_MIN_ROWS // max(source.chunk_len(0), 1)))
+    if 2 * k > source.n_chunks:
+        return None
+    return tuple(range(k))
+
+
+def _check_leading_pass(folder, kind, key):
+    """Refuse a state folder whose leading pass was keyed by other first chunks (a changed store)."""
+    from .checkpoint import CheckpointMismatchError
+
+    if folder is None:
+        return
+    others = [p for p in folder.passes() if p.startswith(f"{kind}-") and p != f"{kind}-{key}"]
+    if others:
+        raise CheckpointMismatchError(
+            f"the first chunks of the store changed since the state was written (the {kind} pass in "
+            f"{folder.url} was planned from other rows); use a new --state folder for a changed store"
+        )
+
+
+def _reduce_first(source, runner, kernel, plan, *, nonfinite, progress, label, collect_errors=False, checkpoint=None):
+    """Reduce a pass that holds the first-pass sums; returns (state, report, errors)."""
     report = ChunkReport()
     options = ChunkOptions(nonfinite=nonfinite, fingerprint=True, collect_errors=collect_errors)
-    prog = Progress("pass 1/2 (moments)", source.n_chunks, source.n_samples, enabled=progress)
-    errors, warnings = [], []
+    prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
+    errors = []
     try:
         state = reduce_chunks(
-            source, "gauss", None, runner, progress=prog, options=options, report=report, checkpoint=checkpoint
+            source, kernel, plan, runner, progress=prog, options=options, report=report, checkpoint=checkpoint
         )
     except DataError as exc:
         if not collect_errors:
@@ -320,9 +368,15 @@ def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, ch
         errors.append(str(exc))
         options = ChunkOptions(nonfinite="skip", fingerprint=True, collect_errors=True)
         report = ChunkReport()
-        state = reduce_chunks(source, "gauss", None, runner, options=options, report=report)
+        state = reduce_chunks(source, kernel, plan, runner, options=options, report=report)
     for i, text in sorted(report.errors.items()):
         errors.append(f"{source.describe(i)}: {text}")
+    return state, report, errors
+
+
+def _validate_first(state, gplan, report, errors, nonfinite, normality=None):
+    """Finalize first-pass sums and run every check they allow; returns a :class:`FirstPass`."""
+    warnings = []
     if report.nonfinite and nonfinite == "skip":
         warnings.append(
             f"dropped {report.nonfinite_rows} rows holding NaN or infinity (in {len(report.nonfinite)} chunks)"
@@ -337,10 +391,12 @@ def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, ch
         errors.append(f"fewer than 2 usable rows ({0 if state == 0 else state.count})")
     else:
         try:
-            gauss = finalize_gauss(state)
+            gauss = finalize_gauss(state, gplan)
         except ValueError as exc:
             errors.append(str(exc))
     if gauss is not None:
+        if normality is not None:
+            gauss = replace(gauss, normality=normality)
         if gauss.var_y <= 1e-14 * max(gauss.T0**2, np.finfo(float).tiny):
             errors.append(f"y is constant (every row is {gauss.T0:.6g}): there is nothing to learn")
         norm = gauss.normality
@@ -353,10 +409,174 @@ def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, ch
     return FirstPass(gauss, report, errors, warnings)
 
 
+def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, checkpoint=None, gplan=None, label=None):
+    """Run pass 1 over ``source`` and every validation that its sums allow."""
+    gplan = _gauss_plan(source) if gplan is None else gplan
+    state, report, errors = _reduce_first(
+        source,
+        runner,
+        "gauss",
+        gplan,
+        nonfinite=nonfinite,
+        progress=progress,
+        label=label or "pass 1/2 (moments)",
+        collect_errors=collect_errors,
+        checkpoint=checkpoint,
+    )
+    return _validate_first(state, gplan, report, errors, nonfinite)
+
+
 def _network(params, gauss, **kwargs):
     return ReluNetwork.from_whitened(
         params.a, params.W, params.b, params.u, params.c, gauss.mean, gauss.whitener, **kwargs
     )
+
+
+def _log_width(width, d):
+    log.info(
+        "T_2 spectrum: %s; noise floor %.3g; %d units%s",
+        np.array2string(np.abs(width.spectrum[: min(d, width.n_hidden + 4)]), precision=3),
+        width.noise_floor,
+        width.n_hidden,
+        " (requested)" if width.requested else " (estimated)",
+    )
+    if width.n_hidden == 0:
+        raise RecoveryError(
+            "no eigenvalue of T_2 stands above the noise floor "
+            f"({width.threshold:.3g}): the data look affine; nothing to recover"
+        )
+
+
+def _subspace_pass(source, runner, plan, gauss, *, progress, folder, label):
+    prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
+    report = ChunkReport()
+    state = reduce_chunks(
+        source,
+        "subspace",
+        plan,
+        runner,
+        progress=prog,
+        options=ChunkOptions(nonfinite="skip"),
+        report=report,
+        checkpoint=None if folder is None else folder.pass_checkpoint("subspace", plan.key),
+    )
+    return finalize_subspace(state, plan, gauss), report
+
+
+def _span_sine(gauss, basis, m):
+    """Largest sine of the principal angles between ``span basis`` and the top-``m`` span of ``gauss.T2``."""
+    top = subspace_basis(gauss.T2, m)
+    return float(np.linalg.norm(top - basis @ (basis.T @ top), 2))
+
+
+def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two_pass, timings):
+    """Pass 1 and pass 2, or a pilot and one joint pass; returns (first, width, sub, run_info).
+
+    One pass: a pilot of leading chunks (:func:`_pilot_indices`) plans
+    the subspace; one pass over every chunk then sums both passes'
+    moments (:func:`stream_relu.moments.joint_chunk`), and the subspace
+    moments are moved to the full rows' whitening
+    (:func:`stream_relu.moments.finalize_subspace`).  If the full ``T_2``
+    disagrees with the pilot (another width, or a span more than
+    ``PILOT_MAX_SIN`` away), a subspace pass planned from the full ``T_2``
+    follows, so the result never rests on a poor pilot.
+    """
+    d = source.n_features
+    gplan = _gauss_plan(source)
+    pilot = None if two_pass else _pilot_indices(source)
+    run_info = {"n_chunks": source.n_chunks, "data_passes": 2, "pilot_chunks": 0}
+    t0 = time.perf_counter()
+    if pilot is None:
+        _check_leading_pass(folder, "gauss", gplan.key)
+        first = _first_pass(
+            source,
+            runner,
+            nonfinite=nonfinite,
+            progress=progress,
+            gplan=gplan,
+            checkpoint=None if folder is None else folder.pass_checkpoint("gauss", gplan.key),
+        )
+        run_info["pass1_reused_chunks"] = first.report.reused
+        if first.errors:
+            raise DataError(first.errors[0])
+        timings["pass1_s"] = time.perf_counter() - t0
+        width = choose_width(first.gauss, n_hidden)
+        _log_width(width, d)
+        plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
+        t0 = time.perf_counter()
+        sub, report2 = _subspace_pass(
+            source, runner, plan, first.gauss, progress=progress, folder=folder, label="pass 2/2 (subspace moments)"
+        )
+        run_info["pass2_reused_chunks"] = report2.reused
+        timings["pass2_s"] = time.perf_counter() - t0
+        keep = {f"gauss-{gplan.key}", f"subspace-{plan.key}"}
+    else:
+        pilot_source = SubsetSource(source, pilot)
+        pilot_first = _first_pass(
+            pilot_source,
+            runner,
+            nonfinite="skip",
+            progress=progress,
+            gplan=gplan,
+            label=f"pilot ({len(pilot)} of {source.n_chunks} chunks)",
+        )
+        if pilot_first.errors:
+            raise DataError(pilot_first.errors[0])
+        timings["pilot_s"] = time.perf_counter() - t0
+        pwidth = choose_width(pilot_first.gauss, n_hidden)
+        if pwidth.n_hidden == 0:
+            pwidth = choose_width(pilot_first.gauss, 1)  # the full rows decide; a width of 1 plans the pass
+        plan = SubspacePlan.build(pilot_first.gauss, subspace_basis(pilot_first.gauss.T2, pwidth.n_hidden))
+        _check_leading_pass(folder, "joint", plan.key)
+        t0 = time.perf_counter()
+        state, report, errors = _reduce_first(
+            source,
+            runner,
+            "joint",
+            plan,
+            nonfinite=nonfinite,
+            progress=progress,
+            label="moments (one pass)",
+            checkpoint=None if folder is None else folder.pass_checkpoint("joint", plan.key),
+        )
+        gstate, sstate = split_joint(state, plan) if state != 0 else (0, 0)
+        first = _validate_first(
+            gstate, plan.gauss_plan, report, errors, nonfinite, normality=pilot_first.gauss.normality
+        )
+        run_info.update({"pass1_reused_chunks": report.reused, "data_passes": 1, "pilot_chunks": len(pilot)})
+        if first.errors:
+            raise DataError(first.errors[0])
+        timings["pass1_s"] = time.perf_counter() - t0
+        width = choose_width(first.gauss, n_hidden)
+        _log_width(width, d)
+        sub = finalize_subspace(sstate, plan, first.gauss)
+        sine = _span_sine(first.gauss, sub.basis, width.n_hidden) if width.n_hidden == plan.n_hidden else 1.0
+        run_info["pilot_span_sine"] = sine
+        keep = {f"joint-{plan.key}"}
+        if width.n_hidden != plan.n_hidden or sine > PILOT_MAX_SIN:
+            log.info(
+                "the pilot's plan (width %d, span sine %.3g) does not match the full T_2 (width %d): "
+                "a second pass in the full rows' subspace follows",
+                plan.n_hidden,
+                sine,
+                width.n_hidden,
+            )
+            plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
+            t0 = time.perf_counter()
+            sub, report2 = _subspace_pass(
+                source, runner, plan, first.gauss, progress=progress, folder=folder, label="pass 2 (re-planned)"
+            )
+            run_info.update({"data_passes": 2, "pass2_reused_chunks": report2.reused})
+            timings["pass2_s"] = time.perf_counter() - t0
+            keep.add(f"subspace-{plan.key}")
+    if folder is not None:
+        folder.prune(keep)
+        log.info(
+            "state %s: %s",
+            folder.url,
+            ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run_info.items() if k.endswith("reused_chunks")),
+        )
+    return first, width, sub, run_info
 
 
 def fit(
@@ -379,6 +599,7 @@ def fit(
     nonfinite="error",
     missing_chunks="error",
     state=None,
+    two_pass=False,
     progress=True,
 ):
     """Learn ``f(x) = sum_i a_i relu(<w_i, x> + b_i) + <u, x> + c`` from samples.
@@ -429,6 +650,12 @@ def fit(
         the missing chunks, and a rerun after rows were appended computes
         the new chunks of pass 1 and pass 2 again; the result is bitwise the
         same as an uninterrupted fresh fit.  Stores only.
+    two_pass : bool
+        Read the data twice (pass 1 over every row, then the subspace pass)
+        even when the store is large enough for one pass after a pilot (at
+        least twice ``PILOT_MIN_ROWS`` = 2^22 rows): the default reads a
+        pilot (the leading chunks of 2^22 rows), then every chunk once, and
+        reads again only when the full ``T_2`` disagrees with the pilot.
     progress : bool
         Report progress on stderr.
 
@@ -462,63 +689,15 @@ def fit(
     # BLAS pinned to one thread in the driver too: the recovery and the
     # refinement then give the same bits whatever the machine's core count.
     with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
-        t0 = time.perf_counter()
         folder = None
         if state is not None:
             folder = _state_folder(state, store, nonfinite, missing_chunks, storage_options)
-        first = _first_pass(
-            source,
-            runner,
-            nonfinite=nonfinite,
-            progress=progress,
-            checkpoint=None if folder is None else folder.pass_checkpoint("gauss", GAUSS_KEY),
+        first, width, sub, run_info = _moment_passes(
+            source, runner, n_hidden, nonfinite=nonfinite, progress=progress, folder=folder, two_pass=two_pass,
+            timings=timings,
         )
-        run_info = {"pass1_reused_chunks": first.report.reused, "n_chunks": source.n_chunks}
-        if first.errors:
-            raise DataError(first.errors[0])
         gauss = first.gauss
-        timings["pass1_s"] = time.perf_counter() - t0
-        width = choose_width(gauss, n_hidden)
         m = width.n_hidden
-        log.info(
-            "T_2 spectrum: %s; noise floor %.3g; %d units%s",
-            np.array2string(np.abs(width.spectrum[: min(d, m + 4)]), precision=3),
-            width.noise_floor,
-            m,
-            " (requested)" if width.requested else " (estimated)",
-        )
-        if m == 0:
-            raise RecoveryError(
-                "no eigenvalue of T_2 stands above the noise floor "
-                f"({width.threshold:.3g}): the data look affine; nothing to recover"
-            )
-        plan = SubspacePlan.build(gauss, subspace_basis(gauss.T2, m))
-        t0 = time.perf_counter()
-        prog = Progress("pass 2/2 (subspace moments)", source.n_chunks, source.n_samples, enabled=progress)
-        report2 = ChunkReport()
-        sub_state = reduce_chunks(
-            source,
-            "subspace",
-            plan,
-            runner,
-            progress=prog,
-            options=ChunkOptions(nonfinite="skip"),
-            report=report2,
-            checkpoint=None if folder is None else folder.pass_checkpoint("subspace", plan.key),
-        )
-        run_info["pass2_reused_chunks"] = report2.reused
-        if folder is not None:
-            folder.prune({f"gauss-{GAUSS_KEY}", f"subspace-{plan.key}"})
-            log.info(
-                "state %s: pass 1 reused %d of %d chunks, pass 2 reused %d (pass 2 is recomputed whenever "
-                "pass 1 changed)",
-                folder.url,
-                run_info["pass1_reused_chunks"],
-                source.n_chunks,
-                run_info["pass2_reused_chunks"],
-            )
-        sub = finalize_subspace(sub_state, plan)
-        timings["pass2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
             est = recover(gauss, sub, rng=rng)
@@ -555,6 +734,7 @@ def fit(
             "refine_rows_max": int(refine_rows_max),
             "refine_passes": bool(refine_passes),
             "refine_maxiter": int(refine_maxiter),
+            "two_pass": bool(two_pass),
             "x": x_name,
             "y": y_name,
         },
@@ -587,6 +767,7 @@ def fit(
             "threshold": width.threshold,
             "eigen_gaps": width.gaps,
         },
+        "moments": {k: run_info[k] for k in ("data_passes", "pilot_chunks", "pilot_span_sine") if k in run_info},
         "n_units_returned": int(final_params.a.shape[0]),
         "recovery": est.diagnostics,
         "stages": refinement["stages"],

@@ -107,6 +107,7 @@ def _fit(args, store):
         refine_rows=args.refine_rows,
         refine_rows_max=args.refine_rows_max,
         refine_passes=args.refine_passes,
+        two_pass=args.two_pass,
         random_state=args.seed,
         storage_options=_storage_options(args.storage_options),
         nonfinite=args.nonfinite,
@@ -338,6 +339,12 @@ def build_parser():
         help="rows of the second refinement, run when the labels look noisy",
     )
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
+    p.add_argument(
+        "--two-pass",
+        action="store_true",
+        help="read every row twice (pass 1, then the subspace pass) instead of a pilot and one pass "
+        "(the default for stores of at least 2^23 rows)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the decomposition's random slices")
     p.add_argument("--json", action="store_true", help="print a JSON summary of the fit on stdout")
     p.add_argument(

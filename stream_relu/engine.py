@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from .data import StoreSpec
 from .errors import DataError
-from .moments import gauss_chunk, subspace_chunk
+from .moments import digest, gauss_chunk, joint_chunk, subspace_chunk
 from .refine import refine_chunk
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "StoreSource",
     "ArraySource",
     "DaskArraySource",
+    "SubsetSource",
     "SerialRunner",
     "DaskRunner",
     "DistributedRunner",
@@ -56,8 +57,9 @@ log = logging.getLogger("stream_relu")
 
 
 KERNELS = {
-    "gauss": lambda x, y, plan: gauss_chunk(x, y),
+    "gauss": gauss_chunk,
     "subspace": subspace_chunk,
+    "joint": joint_chunk,
     "refine": refine_chunk,
 }
 
@@ -158,6 +160,39 @@ class DaskArraySource:
         return f"block {index} (rows {self.bounds[index]}-{self.bounds[index + 1] - 1})"
 
 
+
+@dataclass(frozen=True)
+class SubsetSource:
+    """Some chunks of another source (a pilot sample), renumbered ``0 .. k-1`` in the given order."""
+
+    base: object
+    indices: tuple
+
+    @property
+    def n_chunks(self):
+        return len(self.indices)
+
+    @property
+    def n_features(self):
+        return self.base.n_features
+
+    @property
+    def n_samples(self):
+        return sum(self.base.chunk_len(i) for i in self.indices)
+
+    @property
+    def chunk_rows(self):
+        return self.base.chunk_rows
+
+    def chunk_len(self, index):
+        return self.base.chunk_len(self.indices[index])
+
+    def read(self, index):
+        return self.base.read(self.indices[index])
+
+    def describe(self, index):
+        return self.base.describe(self.indices[index])
+
 NONFINITE_POLICIES = ("error", "skip")
 
 
@@ -212,25 +247,36 @@ def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
     return _apply(kernel, x, y, plan, options)
 
 
-def fingerprint(x, y):
-    """Digest of a chunk's bytes (duplicate detection, changed-store detection)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(x).tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    return h.hexdigest()
+def fingerprint(state):
+    """Digest of a chunk's state: equal for chunks holding the same rows (duplicates, changed-store checks).
+
+    The sums depend on every value of the chunk, so any change to the rows
+    changes them; hashing them costs nothing next to hashing the bytes.
+    """
+    arrays = [np.array(state.count, dtype=np.float64)] + [state.sums[k] for k in sorted(state.sums)]
+    return digest(*arrays)
+
+
+def _finite_state(state):
+    return all(np.isfinite(v).all() for v in state.sums.values())
 
 
 def _apply(kernel, x, y, plan, options=ChunkOptions()):
     x = np.asarray(x)
     y = np.asarray(y)
-    digest = fingerprint(x, y) if options.fingerprint else None
-    good = np.isfinite(y) & np.isfinite(x).all(axis=1)
-    n_bad = int(good.size - np.count_nonzero(good))
-    if n_bad:
-        x, y = x[good], y[good]
-    with threadpool_limits(limits=1, user_api="blas"):
+    n_bad = 0
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(invalid="ignore", over="ignore"):
         state = KERNELS[kernel](x, y, plan)
-    return ChunkResult(state=state, nonfinite_rows=n_bad, fingerprint=digest)
+        # A NaN or infinity in any row reaches the sums; only then are the rows
+        # checked one by one (and the kernel run again without the bad ones).
+        if not _finite_state(state):
+            good = np.isfinite(y) & np.isfinite(x).all(axis=1)
+            n_bad = int(good.size - np.count_nonzero(good))
+            if n_bad:
+                with np.errstate(invalid="ignore", over="ignore"):
+                    state = KERNELS[kernel](x[good], y[good], plan)
+    digest_ = fingerprint(state) if options.fingerprint else None
+    return ChunkResult(state=state, nonfinite_rows=n_bad, fingerprint=digest_)
 
 
 class Progress:
@@ -406,15 +452,14 @@ def _listing(indices, limit=8):
 PREFIX_WRITE_INTERVAL = 2.0  # seconds between persisted prefixes of a pass
 
 
-def _verify_unchanged(source, info):
-    """Re-read the first and last chunks of a persisted prefix and compare their fingerprints."""
+def _verify_unchanged(source, info, kernel, plan, options):
+    """Recompute the first and last chunks of a persisted prefix and compare their fingerprints."""
     from .checkpoint import CheckpointMismatchError
 
     for c in {0: info[0], 1: info[-1]}.values():
         if c.get("fingerprint") is None:
             continue
-        x, y = source.read(c["index"])
-        if fingerprint(x, y) != c["fingerprint"]:
+        if run_chunk(source, c["index"], kernel, plan, options).fingerprint != c["fingerprint"]:
             raise CheckpointMismatchError(
                 f"{source.describe(c['index'])} changed since the state was written; "
                 "use a new --state folder for a changed store"
@@ -460,7 +505,7 @@ def reduce_chunks(
     if checkpoint is not None:
         total, nxt, info, done = checkpoint.load(lambda i: source.chunk_len(i) if i < n else None)
         if info and options.fingerprint:
-            _verify_unchanged(source, info)
+            _verify_unchanged(source, info, kernel, plan, options)
         for c in info:
             _note(report, c["index"], c["nonfinite"], c["fingerprint"])
     report.reused = nxt + len(done)

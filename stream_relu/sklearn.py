@@ -735,7 +735,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         """Model from the merged states of :meth:`partial_fit`; sets the fitted attributes."""
         plan_gauss = state.plan_gauss
         gauss = _refreshed_affine_moments(plan_gauss, state.gauss_state)
-        sub = finalize_subspace(state.sub_state, state.plan)
+        sub = finalize_subspace(state.sub_state, state.plan, plan_gauss)
         try:
             est = recover(gauss, sub, rng=np.random.default_rng(seed))
         except np.linalg.LinAlgError as exc:

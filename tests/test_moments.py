@@ -6,11 +6,14 @@ import pytest
 from conftest import planted, population_tensor, relu_net
 from stream_relu.hermite import hermite_e
 from stream_relu.moments import (
+    GaussPlan,
     MomentState,
     SubspacePlan,
     finalize_gauss,
     finalize_subspace,
     gauss_chunk,
+    joint_chunk,
+    split_joint,
     subspace_chunk,
 )
 from stream_relu.recovery import subspace_basis
@@ -62,12 +65,21 @@ def test_gauss_state_against_plain_numpy_loop():
     x32, y32 = x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64)
     xx = np.zeros((5, 5))
     yxx = np.zeros((5, 5))
+    abs_yxx = np.zeros((5, 5))
     for i in range(300):
         xx += np.outer(x32[i], x32[i])
         yxx += y32[i] * np.outer(x32[i], x32[i])
-    np.testing.assert_allclose(state.sums["xx"], xx, rtol=1e-12)
-    np.testing.assert_allclose(state.sums["yxx"], yxx, rtol=1e-12)
-    np.testing.assert_allclose(state.sums["yx"], (x32 * y32[:, None]).sum(0), rtol=1e-12)
+        abs_yxx += abs(y32[i]) * np.abs(np.outer(x32[i], x32[i]))
+    # float32 products within a block, float64 across blocks: the error of a
+    # sum of b rounded products is at most (b + c) u sum|terms| (u = 2^-24;
+    # c counts the roundings of the sqrt|y| scaling), with b <= 300 rows here.
+    bound = (300 + 10) * 2.0**-24
+    np.testing.assert_array_less(np.abs(state.sums["xx"] - xx), bound * np.abs(x32).T @ np.abs(x32) + 1e-300)
+    np.testing.assert_array_less(np.abs(state.sums["yxx"] - yxx), bound * abs_yxx + 1e-300)
+    yx_abs = (np.abs(x32) * np.abs(y32)[:, None]).sum(0)
+    np.testing.assert_array_less(np.abs(state.sums["yx"] - (x32 * y32[:, None]).sum(0)), bound * yx_abs + 1e-300)
+    # and the float32 sums are not bitwise the float64 ones (the fast path ran)
+    assert not np.array_equal(state.sums["xx"], xx)
     assert state.sums["xx"].dtype == np.float64
 
 
@@ -113,11 +125,14 @@ def test_subspace_tensors_against_one_dimensional_hermite():
     g = finalize_gauss(gauss_chunk(x, y))
     U = subspace_basis(g.T2, 3)
     plan = SubspacePlan.build(g, U)
-    sub = finalize_subspace(subspace_chunk(x, y, plan), plan)
+    sub = finalize_subspace(subspace_chunk(x, y, plan), plan, g)
     z = (x - g.mean) @ g.whitener
-    v = z @ U
-    r2 = y - g.T0 - z @ g.T1
-    r3 = r2 - 0.5 * (np.einsum("ni,ij,nj->n", v, plan.M2, v) - np.trace(plan.M2))
+    v = z @ sub.basis
+    # the control variates are fixed functions defined by the plan (its centre is rounded to float32 values)
+    vp = (x - plan.mean) @ plan.proj
+    r2 = y - plan.T0 - (x - plan.mean) @ plan.lin
+    r3 = r2 - 0.5 * (np.einsum("ni,ij,nj->n", vp, plan.M2, vp) - np.trace(plan.M2))
+    np.testing.assert_allclose(sub.basis, U, atol=1e-6)  # same rows: the plan's frame up to the rounded centre
     rng = np.random.default_rng(1)
     for _ in range(5):
         u = rng.standard_normal(3)
@@ -128,7 +143,7 @@ def test_subspace_tensors_against_one_dimensional_hermite():
         np.testing.assert_allclose(
             np.einsum("ijkl,i,j,k,l->", sub.T4, u, u, u, u), np.mean(r3 * hermite_e(4, t)), atol=1e-10
         )
-    T2U = (z * r2[:, None]).T @ v / len(y) - r2.mean() * U
+    T2U = (z * r2[:, None]).T @ v / len(y) - r2.mean() * sub.basis
     np.testing.assert_allclose(sub.T2U, T2U, atol=1e-10)
     # full symmetry of the reconstructed tensors
     np.testing.assert_allclose(sub.T3, sub.T3.transpose(1, 0, 2), atol=1e-14)
@@ -149,7 +164,7 @@ def test_slice_formulas_against_monte_carlo():
     np.testing.assert_allclose(g.T2, population_tensor(a, W, b, 2), atol=tol)
     np.testing.assert_allclose(g.T1, population_tensor(a, W, b, 1), atol=tol)
     plan = SubspacePlan.build(g, np.linalg.qr(W)[0])
-    sub = finalize_subspace(subspace_chunk(x, y, plan), plan)
+    sub = finalize_subspace(subspace_chunk(x, y, plan), plan, g)
     V = plan.basis.T @ W
     for k, T in ((3, sub.T3), (4, sub.T4)):
         pop = population_tensor(a, V, b, k)
@@ -161,3 +176,104 @@ def test_state_round_trip_arrays():
     x, y = _data(n=100)
     s = gauss_chunk(x, y)
     assert MomentState.from_arrays(s.kind, s.key, s.to_arrays()) == s
+
+
+def _direct_tensors(x, y, g, plan, basis):
+    """Plain numpy oracle: the Hermite tensors of the plan's control variates in the frame ``basis``."""
+    z = (x - g.mean) @ g.whitener
+    v = z @ basis
+    vp = (x - plan.mean) @ plan.proj
+    r2 = y - plan.T0 - (x - plan.mean) @ plan.lin
+    r3 = r2 - 0.5 * (np.einsum("ni,ij,nj->n", vp, plan.M2, vp) - np.trace(plan.M2))
+    n, m = v.shape
+    eye = np.eye(m)
+    M2 = (v * r2[:, None]).T @ v / n - r2.mean() * eye
+    T2U = (z * r2[:, None]).T @ v / n - r2.mean() * basis
+    F3 = np.einsum("n,ni,nj,nk->ijk", r3, v, v, v) / n
+    e1 = r3 @ v / n
+    T3 = F3 - np.einsum("i,jk->ijk", e1, eye) - np.einsum("j,ik->ijk", e1, eye) - np.einsum("k,ij->ijk", e1, eye)
+    return M2, T2U, T3
+
+
+def test_pilot_plan_is_moved_to_the_full_frame():
+    # A plan from the first 500 rows (another centre and whitening) summed over
+    # all rows: finalize_subspace must give the tensors of the full rows' frame
+    # exactly (an algebraic identity; float64 data, so rounding only).
+    x, y = _data(n=6000, d=5, m=3, seed=4)
+    pilot = finalize_gauss(gauss_chunk(x[:500], y[:500]))
+    plan = SubspacePlan.build(pilot, subspace_basis(pilot.T2, 3))
+    g = finalize_gauss(gauss_chunk(x, y))
+    sub = finalize_subspace(subspace_chunk(x, y, plan), plan, g)
+    np.testing.assert_allclose(sub.basis.T @ sub.basis, np.eye(3), atol=1e-12)
+    z = (x - g.mean) @ g.whitener
+    v = z @ sub.basis
+    np.testing.assert_allclose(v.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(v.T @ v / len(v), np.eye(3), atol=1e-12)
+    M2, T2U, T3 = _direct_tensors(x, y, g, plan, sub.basis)
+    np.testing.assert_allclose(sub.M2, M2, atol=1e-11)
+    np.testing.assert_allclose(sub.T2U, T2U, atol=1e-11)
+    np.testing.assert_allclose(sub.T3, T3, atol=1e-11)
+    u = np.array([0.6, -0.48, 0.64])
+    t = v @ u
+    vp = (x - plan.mean) @ plan.proj
+    r3 = y - plan.T0 - (x - plan.mean) @ plan.lin
+    r3 = r3 - 0.5 * (np.einsum("ni,ij,nj->n", vp, plan.M2, vp) - np.trace(plan.M2))
+    np.testing.assert_allclose(np.einsum("ijkl,i,j,k,l->", sub.T4, u, u, u, u), np.mean(r3 * hermite_e(4, t)), atol=1e-11)
+
+
+def test_joint_chunk_splits_into_both_passes():
+    x, y = _data(n=5000, seed=5)
+    g = finalize_gauss(gauss_chunk(x, y))
+    plan = SubspacePlan.build(g, subspace_basis(g.T2, 3))
+    gs, ss = split_joint(joint_chunk(x, y, plan), plan)
+    ref = gauss_chunk(x, y, plan.gauss_plan)
+    assert float(gs.sums["norm_rows"]) == 0  # a joint pass leaves the normality check to its pilot
+    for k in ("p1", "p2", "p3", "p4", "norm_rows"):
+        gs.sums[k] = ref.sums[k]
+    _assert_states_close(gs, ref)
+    _assert_states_close(ss, subspace_chunk(x, y, plan))
+    g2 = finalize_gauss(gs, plan.gauss_plan)
+    np.testing.assert_allclose(g2.mean, g.mean, atol=1e-12)
+    np.testing.assert_allclose(g2.T2, g.T2, atol=1e-12)
+    assert g2.T0 == pytest.approx(g.T0, abs=1e-12)
+
+
+def test_float32_subspace_sums_agree_with_float64():
+    # Same float32 values, products in float32 vs float64: the relative error of
+    # a block's sums is about sqrt(b) u (b <= 4096 rows, u = 6e-8), ~4e-6 of
+    # the terms' scale; 2e-5 of the largest entry allows 5x that.
+    x, y = _data(n=20_000, seed=6)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    g = finalize_gauss(gauss_chunk(x32.astype(np.float64), y32.astype(np.float64)))
+    plan = SubspacePlan.build(g, subspace_basis(g.T2, 3))
+    lo, hi = subspace_chunk(x32, y32, plan), subspace_chunk(x32.astype(np.float64), y32.astype(np.float64), plan)
+    for k in hi.sums:
+        scale = np.abs(hi.sums[k]).max()
+        np.testing.assert_allclose(lo.sums[k], hi.sums[k], atol=2e-5 * scale)
+
+
+def test_shift_keeps_float32_covariance_of_offset_data():
+    # Inputs centred at 1e4 with unit spread, stored as float32: without the
+    # shift the float32 products (~1e8) would leave errors of order 1 in the
+    # covariance; with a shift from a sample the covariance agrees with the
+    # float64 computation on the same float32 values to 1e-5.
+    rng = np.random.default_rng(8)
+    x = (1e4 + rng.standard_normal((20_000, 4))).astype(np.float32)
+    y = (x[:, 0] - 1e4 + 100.0).astype(np.float32)
+    plan = GaussPlan.from_sample(x[:1000], y[:1000])
+    g32 = finalize_gauss(gauss_chunk(x, y, plan), plan)
+    g64 = finalize_gauss(gauss_chunk(x.astype(np.float64), y.astype(np.float64)))
+    np.testing.assert_allclose(g32.cov, g64.cov, atol=1e-5)
+    np.testing.assert_allclose(g32.mean, g64.mean, rtol=1e-12, atol=1e-6)
+    np.testing.assert_allclose(g32.T1, g64.T1, atol=1e-5)
+    with pytest.raises(ValueError, match="was not summed with the shift"):
+        finalize_gauss(gauss_chunk(x, y, plan))
+
+
+def test_float32_overflow_falls_back_to_float64():
+    x = np.full((10, 2), 1e10, dtype=np.float32)
+    x[:, 1] = np.arange(10, dtype=np.float32) * 1e9
+    y = np.ones(10, dtype=np.float32)
+    s = gauss_chunk(x, y)
+    assert all(np.isfinite(v).all() for v in s.sums.values())
+    assert float(s.sums["lowp_rows"]) == 0.0

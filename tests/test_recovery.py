@@ -31,6 +31,7 @@ def _population(a, W, b, n=10**12):
     V = U.T @ W
     sub = SubspaceMoments(
         n_samples=n,
+        basis=U,
         M2=U.T @ T2 @ U,
         T2U=T2 @ U,
         T3=population_tensor(a, V, b, 3),
