@@ -311,13 +311,21 @@ def _gauss_block(Fb, Yx, G, acc, normality):
     np.multiply(xb, Fb[:, d + 1 : d + 2], out=Yx)
     acc["yxx"] += xb.T @ Yx
     if normality:
-        acc["norm_rows"] += Fb.shape[0]
-        for t, sl in ((xb, slice(0, d)), (xb @ G, slice(d, d + N_PROJECTIONS))):
-            t2 = t * t
-            acc["p1"][sl] += t.sum(axis=0)
-            acc["p2"][sl] += t2.sum(axis=0)
-            acc["p3"][sl] += np.einsum("ij,ij->j", t2, t)
-            acc["p4"][sl] += np.einsum("ij,ij->j", t2, t2)
+        # power sums of t = [x', x' G]: column sums as products with a vector of ones
+        b = Fb.shape[0]
+        T = np.empty((b, d + N_PROJECTIONS), dtype=Fb.dtype)
+        T2 = np.empty_like(T)
+        ones = Fb[:, 0]
+        T[:, :d] = xb
+        np.matmul(xb, G, out=T[:, d:])
+        np.multiply(T, T, out=T2)
+        acc["norm_rows"] += b
+        acc["p1"] += ones @ T
+        acc["p2"] += ones @ T2
+        np.multiply(T2, T, out=T)
+        acc["p3"] += ones @ T
+        np.multiply(T2, T2, out=T)
+        acc["p4"] += ones @ T
 
 
 def _gauss_acc(d):
@@ -669,7 +677,7 @@ def pair_indices(m):
 def _subspace_acc(d, m):
     k = (m + 1) * (m + 2) // 2
     return {
-        "r2gx": np.zeros((d, m + 1)),
+        "r2gxT": np.zeros((m + 1, d)),
         "r2vv": np.zeros((m + 1, m + 1)),
         "r3ff": np.zeros((k, k)),
         "r2r2": np.zeros(()),
@@ -695,25 +703,26 @@ def _pair_products(vtT, scale):
 
 def _subspace_block(Fb, ops, acc):
     """Add one block's second-pass products; ``Fb = [1, x', y']`` shifted by the plan's centre and ``T0``."""
-    DLT, M2, trM2 = ops
+    DL, M2, trM2 = ops
     d = Fb.shape[1] - 2
     m = M2.shape[0]
     xb = Fb[:, 1 : d + 1]
-    PT = DLT @ xb.T  # rows: 0, v, lin
+    PT = np.ascontiguousarray((xb @ DL).T)  # rows: 0, v, lin (the row-major product is the faster one)
     PT[0] = 1
     vtT = PT[: m + 1]
     vT = PT[1 : m + 1]
     r2 = Fb[:, d + 1] - PT[m + 1]
     r3 = r2 - 0.5 * (np.einsum("ib,ib->b", M2 @ vT, vT) - trM2)
     RT = vtT * r2
-    acc["r2gx"] += xb.T @ RT.T
+    acc["r2gxT"] += RT @ xb
     acc["r2vv"] += vtT @ RT.T
     acc["r2r2"] += r2 @ r2
     acc["r3r3"] += r3 @ r3
     pos = r3 > 0
     for cols, sign in ((np.flatnonzero(pos), 1.0), (np.flatnonzero(~pos), -1.0)):
         if cols.size:
-            FT = _pair_products(vtT[:, cols], np.sqrt(np.abs(r3[cols])))
+            # np.take keeps the gathered rows C-contiguous (fancy indexing here would not)
+            FT = _pair_products(np.take(vtT, cols, axis=1), np.sqrt(np.abs(np.take(r3, cols))))
             if sign > 0:
                 acc["r3ff"] += FT @ FT.T
             else:
@@ -722,11 +731,13 @@ def _subspace_block(Fb, ops, acc):
 
 def _subspace_ops(plan, dt):
     DL = np.hstack([np.zeros((plan.proj.shape[0], 1)), plan.proj, plan.lin[:, None]])
-    return np.ascontiguousarray(DL.T, dtype=dt), plan.M2.astype(dt), dt(np.trace(plan.M2))
+    return np.ascontiguousarray(DL, dtype=dt), plan.M2.astype(dt), dt(np.trace(plan.M2))
 
 
 def _subspace_state(acc, n, key):
-    return MomentState("subspace", key, n, {k: np.asarray(v) for k, v in acc.items()})
+    sums = {k: np.asarray(v) for k, v in acc.items() if k != "r2gxT"}
+    sums["r2gx"] = np.ascontiguousarray(acc["r2gxT"].T)
+    return MomentState("subspace", key, n, sums)
 
 
 def _finite(state):
