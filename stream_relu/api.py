@@ -317,7 +317,7 @@ def _gauss_plan(source):
 
 
 PILOT_MIN_ROWS = 1 << 22  # a pilot holds the first chunks of at least this many rows (about 4.2 million)
-PILOT_MAX_SIN = 0.1  # largest sine of the angles between the pilot's span and the full T_2's top span
+PILOT_MAX_SIN = 0.25  # largest sine of the angles between the pilot's span and the full T_2's top span
 
 
 def _pilot_indices(source):

@@ -261,7 +261,7 @@ def unit_parameters(lams, *, b_max=6.0):
     return a_out, b_out
 
 
-def moment_loss(params, tensors, m, weights=None):
+def moment_loss(params, tensors, m, weights=None, rho=None):
     """Weighted moment misfit and its gradient (see the module Notes).
 
     Parameters
@@ -275,6 +275,10 @@ def moment_loss(params, tensors, m, weights=None):
         Number of units.
     weights : dict of int to float, optional
         Weight per order; ``1/k!`` by default.
+    rho : ndarray of shape (m,), optional
+        Lengths of the units' projections on the subspace (``||U^T w_i||``,
+        1 when the subspace holds them): unit ``i`` contributes
+        ``a_i c_k(b_i) rho_i^k v_i^(x)k`` to ``T_k``.
 
     Returns
     -------
@@ -282,6 +286,7 @@ def moment_loss(params, tensors, m, weights=None):
     grad : ndarray, same shape as ``params``
     """
     weights = ORDER_WEIGHTS if weights is None else weights
+    rho = np.ones(m) if rho is None else np.asarray(rho, dtype=float)
     r = tensors[2].shape[0]
     a, b = params[:m], params[m : 2 * m]
     P = params[2 * m :].reshape(r, m)
@@ -295,7 +300,7 @@ def moment_loss(params, tensors, m, weights=None):
     g_V = np.zeros((r, m))
     for k, T in tensors.items():
         wk = weights[k]
-        ck, dck = coef[k - 2], coef[k - 1]
+        ck, dck = coef[k - 2] * rho**k, coef[k - 1] * rho**k
         lam = a * ck
         Tv = contract_all_but_one(T, V)  # T[v_i^{k-1}, .]
         tv = np.einsum("ai,ai->i", V, Tv)  # T[v_i^k]
@@ -310,7 +315,7 @@ def moment_loss(params, tensors, m, weights=None):
     return loss, np.concatenate([g_a, g_b, g_P.ravel()])
 
 
-def moment_fit(tensors, a, b, V, *, maxiter=2000):
+def moment_fit(tensors, a, b, V, *, maxiter=2000, rho=None):
     """Minimize :func:`moment_loss` over ``(a, b, V)`` from a starting point.
 
     Parameters
@@ -321,6 +326,8 @@ def moment_fit(tensors, a, b, V, *, maxiter=2000):
     V : ndarray of shape (r, m)
         Unit columns.
     maxiter : int
+    rho : ndarray of shape (m,), optional
+        Projection lengths, as in :func:`moment_loss`.
 
     Returns
     -------
@@ -334,11 +341,11 @@ def moment_fit(tensors, a, b, V, *, maxiter=2000):
     m = a.shape[0]
     x0 = np.concatenate([a, b, V.ravel()])
     total = sum(ORDER_WEIGHTS[k] * float(np.sum(T * T)) for k, T in tensors.items()) or 1.0
-    f0, _ = moment_loss(x0, tensors, m)
+    f0, _ = moment_loss(x0, tensors, m, None, rho)
     res = minimize(
         moment_loss,
         x0,
-        args=(tensors, m),
+        args=(tensors, m, None, rho),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12},

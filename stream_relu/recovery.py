@@ -13,7 +13,10 @@ Pipeline (all in ``z = A (x - mu)`` coordinates, unit ``w``):
    with the order-0/1 control variate in the subspace pass):
    ``W ~ T_2 U V^{-T} diag(1/lam2)``, columns normalized.  Unlike ``U v_i``
    this is not confined to ``span U``, whose error (from the first-pass
-   ``T_2`` without control variate) dominates the moment estimate otherwise.
+   ``T_2`` without control variate, or from a pilot's) dominates the moment
+   estimate otherwise.  A unit outside ``span U`` enters ``T_k`` there as
+   ``rho_i^k`` times its weight, ``rho_i = ||U^T w_i||``; with ``W`` known,
+   the moment-space fit runs again with those lengths.
 3. Sign flips.  ``(a, w, b)`` and ``(a, -w, -b)`` have the same moments of
    order >= 2 and differ by the affine function ``a (<w, z> + b)``.  With
    ``delta_i = 1`` for a unit whose orientation must be flipped::
@@ -209,6 +212,15 @@ def _order_strengths(a, b, sub):
     return {k: np.abs(a * relu_coefficient(k, b)) / max(noise[k], np.finfo(float).tiny) for k in (2, 3, 4)}
 
 
+RHO_ROUNDS = 3  # moment fits with the projection lengths rho_i of the w_i on span U
+
+
+def _full_directions(sub, V, a, b):
+    """``W ~ T_2 U V^{-T} diag(1/lam_2)``, columns normalized (module Notes, step 2)."""
+    W = sub.T2U @ np.linalg.inv(V).T / (a * std_normal_pdf(b))
+    return W / np.linalg.norm(W, axis=0)
+
+
 def recover(gauss, sub, *, rng, n_draws=60):
     """Network parameters (whitened coordinates) from the two passes' moments.
 
@@ -229,8 +241,20 @@ def recover(gauss, sub, *, rng, n_draws=60):
     dec = jennrich(sub.M2, sub.T3, sub.T4, rng=rng, n_draws=n_draws)
     a0, b0 = unit_parameters(dec.lams)
     a, b, V, fit_info = moment_fit(tensors, a0, b0, dec.V)
-    W = sub.T2U @ np.linalg.inv(V).T / (a * std_normal_pdf(b))
-    W /= np.linalg.norm(W, axis=0)
+    W = _full_directions(sub, V, a, b)
+    # The subspace need not hold the w_i exactly (a pilot's plan, or sampling
+    # error of T_2): T_k in it then carries rho_i^k = ||U^T w_i||^k per unit.
+    # W from T_2 U does not depend on that, so rho is known; fit again with it.
+    # (W from the first fit is itself slightly off, so two rounds at most.)
+    rho_used = np.ones(a.shape[0])
+    for _ in range(RHO_ROUNDS):
+        rho = np.minimum(np.linalg.norm(sub.basis.T @ W, axis=0), 1.0)
+        if np.max(np.abs(rho - rho_used)) < 1e-9:
+            break
+        a, b, V, fit_info = moment_fit(tensors, a, b, V, rho=rho)
+        fit_info["rho"] = rho.tolist()
+        W = _full_directions(sub, V, a, b)
+        rho_used = rho
     delta = _flip_lstsq(gauss.T0, gauss.T1, a, W, b)
     flip = delta > 0.5
     W[:, flip] *= -1.0
