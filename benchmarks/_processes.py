@@ -69,3 +69,19 @@ class ProcessCluster:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def status_bytes(pid, field):
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``, ...) in bytes."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak(pid):
+    """Reset the process's peak RSS (``VmHWM``) to its current RSS; returns that RSS in bytes."""
+    with open(f"/proc/{pid}/clear_refs", "w") as fh:
+        fh.write("5")
+    return status_bytes(pid, "VmRSS")

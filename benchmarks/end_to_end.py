@@ -76,7 +76,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _processes import ProcessCluster
+from _processes import ProcessCluster, reset_peak, status_bytes
 
 EXE = [sys.executable, "-m", "stream_relu.cli"]
 CHUNK_ROWS = 65536
@@ -251,19 +251,6 @@ def _import_stream_relu():
     import stream_relu.engine  # noqa: F401  (the workers of a cluster in use have it imported)
 
 
-def _status_bytes(pid, field):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak(pid):
-    with open(f"/proc/{pid}/clear_refs", "w") as fh:
-        fh.write("5")
-
-
 def speed(store, d, m, n, args, workdir):
     from distributed import Client
 
@@ -317,11 +304,11 @@ def memory(store, d, m, n, args, workdir):
                 client.run(gc.collect)
                 base = {}
                 for name, pid in pids.items():
-                    _reset_peak(pid)
-                    base[name] = _status_bytes(pid, "VmRSS")
+                    reset_peak(pid)
+                    base[name] = status_bytes(pid, "VmRSS")
                 wall, summary, client_peak = run_fit(store, model, m, cluster.address, refine=True)
                 peak = {"client": client_peak}
-                peak.update({name: _status_bytes(pid, "VmHWM") for name, pid in pids.items()})
+                peak.update({name: status_bytes(pid, "VmHWM") for name, pid in pids.items()})
                 runs.append({"wall_s": wall, "timings_s": summary["timings_s"], "peak_rss": peak, "baseline_rss": base})
                 print(
                     f"  round {r + 1} fit wall {wall:6.1f} s  peak RSS "

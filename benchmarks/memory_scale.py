@@ -33,23 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from _processes import ProcessCluster
+from _processes import ProcessCluster, reset_peak, status_bytes
 
 ROWS, FEATURES = 4, 2
-
-
-def _status(pid, field):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak(pid):
-    with open(f"/proc/{pid}/clear_refs", "w") as fh:
-        fh.write("5")
-    return _status(pid, "VmRSS")
 
 
 def _store(path, n_chunks):
@@ -99,7 +85,7 @@ def main(argv=None):
                 source = StoreSource.from_store(open_store(store))
                 for variant in ("bounded", "unbounded"):
                     client.run(lambda: __import__("gc").collect())
-                    base = {name: _reset_peak(pid) for name, pid in pids.items()}
+                    base = {name: reset_peak(pid) for name, pid in pids.items()}
                     t0 = time.perf_counter()
                     if variant == "bounded":
                         state = reduce_chunks(source, "gauss", None, DistributedRunner(client))
@@ -107,7 +93,7 @@ def main(argv=None):
                         state = _unbounded(client, source)
                     wall = time.perf_counter() - t0
                     assert state.count == n_chunks * ROWS
-                    growth = {name: (_status(pid, "VmHWM") - base[name]) / 2**20 for name, pid in pids.items()}
+                    growth = {name: (status_bytes(pid, "VmHWM") - base[name]) / 2**20 for name, pid in pids.items()}
                     rows.append((n_chunks, variant, wall, growth))
                     print(
                         f"{n_chunks:>8} {variant:<10} {wall:8.1f} s  "

@@ -251,6 +251,24 @@ class GaussPlan:
         return cls.from_shifts(np.zeros(n_features), 0.0)
 
 
+def _with_float64_fallback(sums, x, y, plan, **kwargs):
+    """``sums(x, y, plan, dtype)`` in the work dtype; again in float64 if float32 sums are not finite.
+
+    Non-finite sums mean an overflow of float32 products (then float64
+    helps) or NaN/infinity in the rows (then the engine drops those rows
+    and calls again).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        state = sums(x, y, plan, _work_dtype(x), **kwargs)
+        if state.count and x.dtype == np.float32 and not _finite(state):
+            state = sums(x, y, plan, np.float64, **kwargs)
+    return state
+
+
+def _finite(state):
+    return all(np.isfinite(v).all() for v in state.sums.values())
+
+
 def gauss_chunk(x, y, plan=None):
     """First-pass state of one chunk.
 
@@ -291,13 +309,7 @@ def gauss_chunk(x, y, plan=None):
     x = np.asarray(x)
     if plan is None:
         plan = GaussPlan.zero(x.shape[1])
-    # non-finite sums: overflow of float32 products (summed again in float64)
-    # or NaN/infinity in the rows (the engine then drops those rows)
-    with np.errstate(over="ignore", invalid="ignore"):
-        state = _gauss_sums(x, y, plan, _work_dtype(x))
-        if state.count and x.dtype == np.float32 and not _finite(state):
-            state = _gauss_sums(x, y, plan, np.float64)
-    return state
+    return _with_float64_fallback(_gauss_sums, x, y, plan)
 
 
 NORMALITY_EVERY = 4  # the normality sums use every 4th block of rows of a chunk (its first always)
@@ -740,10 +752,6 @@ def _subspace_state(acc, n, key):
     return MomentState("subspace", key, n, sums)
 
 
-def _finite(state):
-    return all(np.isfinite(v).all() for v in state.sums.values())
-
-
 def _subspace_sums(x, y, plan, dt, joint):
     n, d = x.shape
     m = plan.n_hidden
@@ -799,13 +807,7 @@ def subspace_chunk(x, y, plan):
     final ones.
     """
     x = np.asarray(x)
-    # non-finite sums: overflow of float32 products (summed again in float64)
-    # or NaN/infinity in the rows (the engine then drops those rows)
-    with np.errstate(over="ignore", invalid="ignore"):
-        state = _subspace_sums(x, y, plan, _work_dtype(x), joint=False)
-        if state.count and x.dtype == np.float32 and not _finite(state):
-            state = _subspace_sums(x, y, plan, np.float64, joint=False)
-    return state
+    return _with_float64_fallback(_subspace_sums, x, y, plan, joint=False)
 
 
 def joint_chunk(x, y, plan):
@@ -826,13 +828,7 @@ def joint_chunk(x, y, plan):
         :func:`subspace_chunk` prefixed ``s/``; :func:`split_joint` parts them.
     """
     x = np.asarray(x)
-    # non-finite sums: overflow of float32 products (summed again in float64)
-    # or NaN/infinity in the rows (the engine then drops those rows)
-    with np.errstate(over="ignore", invalid="ignore"):
-        state = _subspace_sums(x, y, plan, _work_dtype(x), joint=True)
-        if state.count and x.dtype == np.float32 and not _finite(state):
-            state = _subspace_sums(x, y, plan, np.float64, joint=True)
-    return state
+    return _with_float64_fallback(_subspace_sums, x, y, plan, joint=True)
 
 
 def split_joint(state, plan):

@@ -13,7 +13,8 @@ from stream_relu.moments import GaussMoments, SubspaceMoments
 from stream_relu.recovery import canonical_flips, choose_width, recover, subspace_basis
 
 
-def _population(a, W, b, n=10**12):
+def _population(a, W, b, n=10**12, U=None):
+    """Exact moments; the subspace ``U`` (default: the top span of ``T_2``) need not hold ``W``."""
     d = W.shape[0]
     T2 = population_tensor(a, W, b, 2)
     gauss = GaussMoments(
@@ -27,8 +28,8 @@ def _population(a, W, b, n=10**12):
         T2=T2,
         var_y=1.0,
     )
-    U = subspace_basis(T2, a.size)
-    V = U.T @ W
+    U = subspace_basis(T2, a.size) if U is None else U
+    V = U.T @ W  # columns of length ||U^T w_i|| <= 1
     sub = SubspaceMoments(
         n_samples=n,
         basis=U,
@@ -140,7 +141,6 @@ def test_exact_recovery_in_a_tilted_subspace():
     # rho off T_2 U and must still return the exact parameters.
     d, m = 10, 4
     a, W, b = planted(d, m, seed=21)
-    gauss, _ = _population(a, W, b)
     U0 = np.linalg.qr(W)[0]
     rng = np.random.default_rng(5)
     E = rng.standard_normal((d, m))
@@ -148,18 +148,8 @@ def test_exact_recovery_in_a_tilted_subspace():
     U = np.linalg.qr(U0 + 0.25 * E / np.linalg.norm(E, 2))[0]
     sine = np.linalg.norm(U0 - U @ (U.T @ U0), 2)
     assert 0.15 < sine < 0.3
-    Vt = U.T @ W  # columns of length rho_i < 1
-    T2 = gauss.T2
-    sub = SubspaceMoments(
-        n_samples=10**12,
-        basis=U,
-        M2=U.T @ T2 @ U,
-        T2U=T2 @ U,
-        T3=population_tensor(a, Vt, b, 3),
-        T4=population_tensor(a, Vt, b, 4),
-        var_r2=1.0,
-        var_r3=1.0,
-    )
+    gauss, sub = _population(a, W, b, U=U)
+    Vt = U.T @ W
     est = recover(gauss, sub, rng=np.random.default_rng(0))
     idx, C = _match(W, est.W)
     np.testing.assert_allclose(C[np.arange(m), idx], 1.0, atol=1e-9)
