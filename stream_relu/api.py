@@ -199,7 +199,7 @@ def _rel_mse(objective, params, var_y):
     return 2.0 * float(state.sums["loss"]) / (state.count * max(var_y, np.finfo(float).tiny))
 
 
-def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes, maxiter):
+def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes, maxiter, target=None):
     """Refine ``start`` (whitened coordinates); returns (params, diagnostics, rows used)."""
     m = start.n_hidden
     if passes:
@@ -216,13 +216,14 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
     rows_used = {"refinement": [used]}
     params = start
     if enabled and m > 0:
-        params, info = refine(objective, start, var_y=gauss.var_y, maxiter=maxiter)
+        params, info = refine(objective, start, var_y=gauss.var_y, maxiter=maxiter, target=target)
         stages["refined"].append({"rows": used["rows"], **{k: v for k, v in info.items() if k != "history"}})
         history += info["history"]
         rows2 = min(source.n_samples, rows_max, REFINE_MEMORY_BYTES // (8 * source.n_features))
-        if not passes and info["rel_mse_end"] > NOISY_REL_MSE and rows2 > used["rows"]:
+        noisy = info["rel_mse_end"] > NOISY_REL_MSE and not info["target_reached"]
+        if not passes and noisy and rows2 > used["rows"]:
             objective2, used2 = _in_memory_objective(source, gauss, rows2, m)
-            params, info2 = refine(objective2, params, var_y=gauss.var_y, maxiter=maxiter)
+            params, info2 = refine(objective2, params, var_y=gauss.var_y, maxiter=maxiter, target=target)
             stages["refined"].append({"rows": used2["rows"], **{k: v for k, v in info2.items() if k != "history"}})
             history += info2["history"]
             rows_used["refinement"].append(used2)
@@ -593,6 +594,7 @@ def fit(
     refine_rows_max=DEFAULT_REFINE_ROWS_MAX,
     refine_passes=False,
     refine_maxiter=3000,
+    refine_target=None,
     random_state=0,
     chunk_rows=65536,
     storage_options=None,
@@ -633,6 +635,11 @@ def fit(
         Refine over whole streamed passes of the data instead of a subsample.
     refine_maxiter : int
         Iteration cap of the refinement.
+    refine_target : float, optional
+        Stop the refinement once the relative training MSE (mean squared
+        error over ``Var(y)`` on the refinement rows) is at most this,
+        instead of going on to convergence (on noiseless float32 data, to
+        about 1e-16).
     random_state : int
         Seeds the random slices of the decomposition.
     chunk_rows : int
@@ -718,6 +725,7 @@ def fit(
             rows_max=refine_rows_max,
             passes=refine_passes,
             maxiter=refine_maxiter,
+            target=refine_target,
         )
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
@@ -734,6 +742,7 @@ def fit(
             "refine_rows_max": int(refine_rows_max),
             "refine_passes": bool(refine_passes),
             "refine_maxiter": int(refine_maxiter),
+            "refine_target": None if refine_target is None else float(refine_target),
             "two_pass": bool(two_pass),
             "x": x_name,
             "y": y_name,

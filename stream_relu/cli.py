@@ -107,6 +107,7 @@ def _fit(args, store):
         refine_rows=args.refine_rows,
         refine_rows_max=args.refine_rows_max,
         refine_passes=args.refine_passes,
+        refine_target=args.refine_target,
         two_pass=args.two_pass,
         random_state=args.seed,
         storage_options=_storage_options(args.storage_options),
@@ -339,6 +340,13 @@ def build_parser():
         help="rows of the second refinement, run when the labels look noisy",
     )
     p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
+    p.add_argument(
+        "--refine-target",
+        type=float,
+        default=None,
+        metavar="REL_MSE",
+        help="stop refining once the relative training MSE is at most this (default: to convergence)",
+    )
     p.add_argument(
         "--two-pass",
         action="store_true",

@@ -312,7 +312,7 @@ def gauss_chunk(x, y, plan=None):
     return _with_float64_fallback(_gauss_sums, x, y, plan)
 
 
-NORMALITY_EVERY = 4  # the normality sums use every 4th block of rows of a chunk (its first always)
+NORMALITY_EVERY = 8  # the normality sums use every 8th block of rows of a chunk (its first always)
 
 
 def _gauss_block(Fb, Yx, G, acc, normality):

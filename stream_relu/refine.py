@@ -171,7 +171,7 @@ STALL_WINDOW = 10
 STALL_RTOL = 1e-7
 
 
-def refine(objective, params, *, var_y, maxiter=2000):
+def refine(objective, params, *, var_y, maxiter=2000, target=None):
     """Minimize the squared loss with L-BFGS from ``params``.
 
     Parameters
@@ -186,6 +186,9 @@ def refine(objective, params, *, var_y, maxiter=2000):
         ``mean((f - y)^2) / var_y``.
     maxiter : int
         Iteration cap.
+    target : float, optional
+        Stop as soon as the relative MSE is at most this (by default the
+        run goes on to convergence).
 
     Returns
     -------
@@ -219,6 +222,8 @@ def refine(objective, params, *, var_y, maxiter=2000):
 
     def callback(_x):
         history.append(last["f"])
+        if target is not None and last["f"] <= target:
+            raise StopIteration
         if len(history) > STALL_WINDOW and history[-1 - STALL_WINDOW] - history[-1] <= STALL_RTOL * history[-1]:
             raise StopIteration
 
@@ -239,5 +244,6 @@ def refine(objective, params, *, var_y, maxiter=2000):
         "evaluations": last["evals"],
         "converged": bool(res.success),
         "message": str(res.message),
+        "target_reached": target is not None and float(res.fun) <= target,
     }
     return final, info

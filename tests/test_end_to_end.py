@@ -190,3 +190,16 @@ def test_linear_and_dead_units_land_in_the_affine_term():
     assert result.model.c == pytest.approx(4.0 * net.a[0], abs=5e-3)
     truth = sr.Truth(net, np.zeros(6), np.eye(6))
     assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-5
+
+
+def test_refine_target_stops_early(store):
+    path, truth = store
+    full = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
+    early = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False, refine_target=1e-6)
+    s_full, s_early = full.diagnostics["stages"]["refined"], early.diagnostics["stages"]["refined"]
+    assert len(s_early) == 1 and s_early[0]["target_reached"]
+    assert s_early[0]["rel_mse_end"] <= 1e-6 < s_early[0]["rel_mse_start"]
+    assert s_early[0]["iterations"] < s_full[0]["iterations"]
+    # noiseless data: the training target carries over to the test set (within 10x)
+    assert sr.evaluate(early.model, truth)["rel_test_mse"] < 1e-5
+    assert early.model.provenance["settings"]["refine_target"] == 1e-6
