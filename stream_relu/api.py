@@ -433,10 +433,12 @@ def _network(params, gauss, **kwargs):
     )
 
 
-def _log_width(width, d):
+def _checked_width(gauss, n_hidden):
+    """``choose_width`` on ``gauss``, logged; refuses data with no unit above the noise floor."""
+    width = choose_width(gauss, n_hidden)
     log.info(
         "T_2 spectrum: %s; noise floor %.3g; %d units%s",
-        np.array2string(np.abs(width.spectrum[: min(d, width.n_hidden + 4)]), precision=3),
+        np.array2string(np.abs(width.spectrum[: min(gauss.n_features, width.n_hidden + 4)]), precision=3),
         width.noise_floor,
         width.n_hidden,
         " (requested)" if width.requested else " (estimated)",
@@ -446,6 +448,7 @@ def _log_width(width, d):
             "no eigenvalue of T_2 stands above the noise floor "
             f"({width.threshold:.3g}): the data look affine; nothing to recover"
         )
+    return width
 
 
 def _subspace_pass(source, runner, plan, gauss, *, progress, folder, label):
@@ -482,7 +485,6 @@ def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two
     ``PILOT_MAX_SIN`` away), a subspace pass planned from the full ``T_2``
     follows, so the result never rests on a poor pilot.
     """
-    d = source.n_features
     gplan = _gauss_plan(source)
     pilot = None if two_pass else _pilot_indices(source)
     run_info = {"n_chunks": source.n_chunks, "data_passes": 2, "pilot_chunks": 0}
@@ -501,20 +503,11 @@ def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two
         if first.errors:
             raise DataError(first.errors[0])
         timings["pass1_s"] = time.perf_counter() - t0
-        width = choose_width(first.gauss, n_hidden)
-        _log_width(width, d)
-        plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
-        t0 = time.perf_counter()
-        sub, report2 = _subspace_pass(
-            source, runner, plan, first.gauss, progress=progress, folder=folder, label="pass 2/2 (subspace moments)"
-        )
-        run_info["pass2_reused_chunks"] = report2.reused
-        timings["pass2_s"] = time.perf_counter() - t0
-        keep = {f"gauss-{gplan.key}", f"subspace-{plan.key}"}
+        width = _checked_width(first.gauss, n_hidden)
+        sub, keep, label = None, {f"gauss-{gplan.key}"}, "pass 2/2 (subspace moments)"
     else:
-        pilot_source = SubsetSource(source, pilot)
         pilot_first = _first_pass(
-            pilot_source,
+            SubsetSource(source, pilot),
             runner,
             nonfinite="skip",
             progress=progress,
@@ -548,12 +541,11 @@ def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two
         if first.errors:
             raise DataError(first.errors[0])
         timings["pass1_s"] = time.perf_counter() - t0
-        width = choose_width(first.gauss, n_hidden)
-        _log_width(width, d)
+        width = _checked_width(first.gauss, n_hidden)
         sub = finalize_subspace(sstate, plan, first.gauss)
         sine = _span_sine(first.gauss, sub.basis, width.n_hidden) if width.n_hidden == plan.n_hidden else 1.0
         run_info["pilot_span_sine"] = sine
-        keep = {f"joint-{plan.key}"}
+        keep, label = {f"joint-{plan.key}"}, "pass 2 (re-planned)"
         if width.n_hidden != plan.n_hidden or sine > PILOT_MAX_SIN:
             log.info(
                 "the pilot's plan (width %d, span sine %.3g) does not match the full T_2 (width %d): "
@@ -562,14 +554,14 @@ def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two
                 sine,
                 width.n_hidden,
             )
-            plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
-            t0 = time.perf_counter()
-            sub, report2 = _subspace_pass(
-                source, runner, plan, first.gauss, progress=progress, folder=folder, label="pass 2 (re-planned)"
-            )
-            run_info.update({"data_passes": 2, "pass2_reused_chunks": report2.reused})
-            timings["pass2_s"] = time.perf_counter() - t0
-            keep.add(f"subspace-{plan.key}")
+            sub = None
+    if sub is None:  # two passes, or a pilot the full rows overruled
+        plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
+        t0 = time.perf_counter()
+        sub, report2 = _subspace_pass(source, runner, plan, first.gauss, progress=progress, folder=folder, label=label)
+        run_info.update({"data_passes": 2, "pass2_reused_chunks": report2.reused})
+        timings["pass2_s"] = time.perf_counter() - t0
+        keep.add(f"subspace-{plan.key}")
     if folder is not None:
         folder.prune(keep)
         log.info(
@@ -659,10 +651,11 @@ def fit(
         same as an uninterrupted fresh fit.  Stores only.
     two_pass : bool
         Read the data twice (pass 1 over every row, then the subspace pass)
-        even when the store is large enough for one pass after a pilot (at
-        least twice ``PILOT_MIN_ROWS`` = 2^22 rows): the default reads a
-        pilot (the leading chunks of 2^22 rows), then every chunk once, and
-        reads again only when the full ``T_2`` disagrees with the pilot.
+        even when the store is large enough for one pass after a pilot (its
+        leading chunks of ``PILOT_MIN_ROWS`` = 2^22 rows are at most half of
+        it, about 2^23 rows or more): the default then reads the pilot,
+        then every chunk once, and reads again only when the full ``T_2``
+        disagrees with the pilot.
     progress : bool
         Report progress on stderr.
 
