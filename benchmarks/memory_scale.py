@@ -51,8 +51,9 @@ def _store(path, n_chunks):
 
 def _unbounded(client, source):
     from stream_relu.engine import run_chunk
+    from stream_relu.moments import GAUSS
 
-    futures = [client.submit(run_chunk, source, i, "gauss", None, pure=False) for i in range(source.n_chunks)]
+    futures = [client.submit(run_chunk, source, i, GAUSS, None, pure=False) for i in range(source.n_chunks)]
     results = client.gather(futures)
     return sum(r.state for r in results)
 
@@ -70,6 +71,7 @@ def main(argv=None):
 
     from stream_relu import open_store
     from stream_relu.engine import DistributedRunner, StoreSource, reduce_chunks
+    from stream_relu.moments import GAUSS
 
     rows = []
     try:
@@ -78,7 +80,7 @@ def main(argv=None):
             pids.update({f"worker {i}": pid for i, pid in enumerate(cluster.worker_pids)})
             # warm-up (imports, first connections, caches) before any baseline is taken
             warm = StoreSource.from_store(open_store(_store(workdir / "warm.zarr", 200)))
-            reduce_chunks(warm, "gauss", None, DistributedRunner(client))
+            reduce_chunks(warm, GAUSS, None, DistributedRunner(client))
             _unbounded(client, warm)
             for n_chunks in [int(c) for c in args.chunks.split(",")]:
                 store = _store(workdir / f"s{n_chunks}.zarr", n_chunks)
@@ -88,7 +90,7 @@ def main(argv=None):
                     base = {name: reset_peak(pid) for name, pid in pids.items()}
                     t0 = time.perf_counter()
                     if variant == "bounded":
-                        state = reduce_chunks(source, "gauss", None, DistributedRunner(client))
+                        state = reduce_chunks(source, GAUSS, None, DistributedRunner(client)).state
                     else:
                         state = _unbounded(client, source)
                     wall = time.perf_counter() - t0

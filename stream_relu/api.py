@@ -12,7 +12,6 @@ arrays, and runs the same kernels on each:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -27,21 +26,19 @@ from .engine import (
     NONFINITE_POLICIES,
     ArraySource,
     ChunkOptions,
-    ChunkReport,
     DaskArraySource,
-    DaskRunner,
-    DistributedRunner,
     Progress,
-    SerialRunner,
     StoreSource,
     SubsetSource,
+    is_dask_array,
+    open_runner,
     reduce_chunks,
 )
-from .errors import ClusterError, DataError, InputError, RecoveryError, StoreFormatError
-from .moments import GaussPlan, SubspacePlan, finalize_gauss, finalize_subspace, split_joint
+from .errors import DataError, InputError, RecoveryError, StoreFormatError
+from .moments import GAUSS, JOINT, SUBSPACE, GaussPlan, SubspacePlan, finalize_gauss, finalize_subspace, split_joint
 from .network import ReluNetwork, to_jsonable
 from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
-from .refine import InMemoryObjective, Params, RefinePlan, refine
+from .refine import REFINE, InMemoryObjective, Params, RefinePlan, refine
 
 __all__ = ["FitResult", "fit", "predict_store", "CheckReport", "check"]
 
@@ -83,50 +80,6 @@ class FitResult:
     run: dict = None
 
 
-def _is_dask_array(obj):
-    return type(obj).__module__.startswith("dask.array")
-
-
-@contextlib.contextmanager
-def _runner_for(source, client, scheduler):
-    """Pick where the kernels run; closes whatever it started."""
-    if isinstance(source, ArraySource):  # numpy input fits in-process: never ship arrays in tasks
-        yield SerialRunner()
-        return
-    if client is not None:
-        yield DistributedRunner(client)
-        return
-    if scheduler not in (None, "local") and scheduler != "synchronous":
-        from distributed import Client
-
-        try:
-            c = Client(scheduler)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ClusterError(
-                f"cannot connect to the dask scheduler at {scheduler}: {exc} (for tls:// addresses, "
-                "dask's distributed.comm.tls settings must name the certificates)"
-            ) from None
-        with c:
-            yield DistributedRunner(c)
-        return
-    if scheduler == "synchronous":
-        yield SerialRunner()
-        return
-    if isinstance(source, DaskArraySource):
-        yield DaskRunner()
-        return
-    from distributed import Client, LocalCluster
-
-    n_workers = os.cpu_count() or 1
-    with LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        scheduler_kwargs={"dashboard": False},
-    ) as cluster, Client(cluster) as c:
-        yield DistributedRunner(c)
-
-
 def _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_chunks="error"):
     if isinstance(data, (str, os.PathLike)):
         if y is not None:
@@ -140,7 +93,7 @@ def _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_c
         return StoreSource.from_store(store), store
     if y is None:
         raise InputError("y is required when x is an array")
-    if _is_dask_array(data) or _is_dask_array(y):
+    if is_dask_array(data) or is_dask_array(y):
         import dask.array as da
 
         dx, dy = da.asarray(data), da.asarray(y)
@@ -206,7 +159,7 @@ def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes
 
         def objective(params):
             plan = RefinePlan.build(gauss.mean, gauss.whitener, params)
-            return reduce_chunks(source, "refine", plan, runner, options=ChunkOptions(nonfinite="skip"))
+            return reduce_chunks(source, REFINE, plan, runner, options=ChunkOptions(nonfinite="skip")).state
 
         used = {"rows": source.n_samples, "streamed": True}
     else:
@@ -355,24 +308,20 @@ def _check_leading_pass(folder, kind, key):
 
 def _reduce_first(source, runner, kernel, plan, *, nonfinite, progress, label, collect_errors=False, checkpoint=None):
     """Reduce a pass that holds the first-pass sums; returns (state, report, errors)."""
-    report = ChunkReport()
     options = ChunkOptions(nonfinite=nonfinite, fingerprint=True, collect_errors=collect_errors)
     prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
     errors = []
     try:
-        state = reduce_chunks(
-            source, kernel, plan, runner, progress=prog, options=options, report=report, checkpoint=checkpoint
-        )
+        red = reduce_chunks(source, kernel, plan, runner, progress=prog, options=options, checkpoint=checkpoint)
     except DataError as exc:
         if not collect_errors:
             raise
         errors.append(str(exc))
         options = ChunkOptions(nonfinite="skip", fingerprint=True, collect_errors=True)
-        report = ChunkReport()
-        state = reduce_chunks(source, kernel, plan, runner, options=options, report=report)
-    for i, text in sorted(report.errors.items()):
+        red = reduce_chunks(source, kernel, plan, runner, options=options)
+    for i, text in sorted(red.report.errors.items()):
         errors.append(f"{source.describe(i)}: {text}")
-    return state, report, errors
+    return red.state, red.report, errors
 
 
 def _validate_first(state, gplan, report, errors, nonfinite, normality=None):
@@ -416,7 +365,7 @@ def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, ch
     state, report, errors = _reduce_first(
         source,
         runner,
-        "gauss",
+        GAUSS,
         gplan,
         nonfinite=nonfinite,
         progress=progress,
@@ -453,18 +402,16 @@ def _checked_width(gauss, n_hidden):
 
 def _subspace_pass(source, runner, plan, gauss, *, progress, folder, label):
     prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
-    report = ChunkReport()
-    state = reduce_chunks(
+    red = reduce_chunks(
         source,
-        "subspace",
+        SUBSPACE,
         plan,
         runner,
         progress=prog,
         options=ChunkOptions(nonfinite="skip"),
-        report=report,
         checkpoint=None if folder is None else folder.pass_checkpoint("subspace", plan.key),
     )
-    return finalize_subspace(state, plan, gauss), report
+    return finalize_subspace(red.state, plan, gauss), red.report
 
 
 def _span_sine(gauss, basis, m):
@@ -526,7 +473,7 @@ def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two
         state, report, errors = _reduce_first(
             source,
             runner,
-            "joint",
+            JOINT,
             plan,
             nonfinite=nonfinite,
             progress=progress,
@@ -688,7 +635,7 @@ def fit(
     timings = {}
     # BLAS pinned to one thread in the driver too: the recovery and the
     # refinement then give the same bits whatever the machine's core count.
-    with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+    with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
         folder = None
         if state is not None:
             folder = _state_folder(state, store, nonfinite, missing_chunks, storage_options)
@@ -914,7 +861,7 @@ def check(
         When the store cannot be opened as a sample store at all.
     """
     source, opened = _make_source(store, None, x_name, y_name, 65536, storage_options, missing_chunks)
-    with _runner_for(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+    with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
         first = _first_pass(source, runner, nonfinite=nonfinite, progress=progress, collect_errors=True)
     warnings = list(first.warnings)
     stats = {

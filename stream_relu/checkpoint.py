@@ -31,13 +31,14 @@ import io
 import json
 import logging
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .errors import InputError
 from .moments import MomentState
 
-__all__ = ["StateFolder", "PassCheckpoint", "CheckpointMismatchError"]
+__all__ = ["StateFolder", "PassCheckpoint", "CheckpointMismatchError", "ChunkRecord", "Resume"]
 
 log = logging.getLogger("stream_relu")
 FORMAT = 1
@@ -45,6 +46,44 @@ FORMAT = 1
 
 class CheckpointMismatchError(InputError):
     """The state folder was written for another store, other settings, or a store that changed since."""
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """Bookkeeping of one chunk: its row count, non-finite rows dropped, and state fingerprint."""
+
+    index: int
+    rows: int
+    nonfinite: int = 0
+    fingerprint: str | None = None
+
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj):
+        return cls(int(obj["index"]), int(obj["rows"]), int(obj["nonfinite"]), obj.get("fingerprint"))
+
+
+@dataclass
+class Resume:
+    """Reusable progress of a pass for the current chunk layout.
+
+    Attributes
+    ----------
+    prefix : MomentState or 0
+        The fold of chunks ``[0, k)``.
+    k : int
+    records : list of ChunkRecord
+        Bookkeeping of chunks ``[0, k)``.
+    done : dict of int to (MomentState, ChunkRecord)
+        Reusable chunk records beyond ``k``.
+    """
+
+    prefix: object = 0
+    k: int = 0
+    records: list = field(default_factory=list)
+    done: dict = field(default_factory=dict)
 
 
 def _fs(url, storage_options=None):
@@ -168,17 +207,13 @@ class PassCheckpoint:
             arrays = {k: npz[k] for k in npz.files}
         return MomentState.from_arrays(self.kind, self.key, arrays), meta
 
-    def save_chunk(self, index, result, rows):
-        """Persist one completed chunk's state and what was noticed reading it."""
-        self._write(
-            f"chunk-{index:09d}",
-            result.state.to_arrays(),
-            {"index": index, "rows": rows, "nonfinite": result.nonfinite_rows, "fingerprint": result.fingerprint},
-        )
+    def save_chunk(self, record, state):
+        """Persist one completed chunk's state and its :class:`ChunkRecord`."""
+        self._write(f"chunk-{record.index:09d}", state.to_arrays(), record.to_json())
 
-    def save_prefix(self, state, k, chunk_info):
+    def save_prefix(self, state, k, records):
         """Persist the fold of chunks ``[0, k)`` and drop their chunk records."""
-        self._write("prefix", state.to_arrays(), {"k": k, "chunks": chunk_info[:k]})
+        self._write("prefix", state.to_arrays(), {"k": k, "chunks": [r.to_json() for r in records[:k]]})
         for name in self.folder.fs.ls(self.folder._path(self.name), detail=False):
             base = name.rsplit("/", 1)[-1]
             if base.startswith("chunk-") and int(base[6:15]) < k:
@@ -186,45 +221,26 @@ class PassCheckpoint:
         self.last_prefix_write = time.monotonic()
 
     def load(self, chunk_rows_of):
-        """Reusable progress for the current chunk layout.
+        """Reusable progress for the current chunk layout (a :class:`Resume`).
 
-        Parameters
-        ----------
-        chunk_rows_of : callable
-            ``chunk_rows_of(i)`` is chunk ``i``'s row count now (None past
-            the end).  Records whose row count differs (a trailing chunk
-            that grew) are not reused.
-
-        Returns
-        -------
-        prefix : MomentState or 0
-        k : int
-            Chunks folded in ``prefix``.
-        chunk_info : list of dict
-            Bookkeeping of chunks ``[0, k)``.
-        done : dict of int to (MomentState, dict)
-            Reusable chunk records beyond ``k``.
+        ``chunk_rows_of(i)`` is chunk ``i``'s row count now (None past the
+        end).  Records whose row count differs (a trailing chunk that grew)
+        are not reused.
         """
-        prefix, k, info = 0, 0, []
+        resume = Resume()
         rec = self._read("prefix")
         if rec is not None:
             state, meta = rec
-            info = meta["chunks"]
-            if all(chunk_rows_of(c["index"]) == c["rows"] for c in info):
-                prefix, k = state, int(meta["k"])
-            else:
-                info = []
-        done = {}
+            records = [ChunkRecord.from_json(c) for c in meta["chunks"]]
+            if all(chunk_rows_of(r.index) == r.rows for r in records):
+                resume = Resume(state, int(meta["k"]), records)
         base = self.folder._path(self.name)
         if self.folder.fs.exists(base):
             for name in self.folder.fs.ls(base, detail=False):
                 stem = name.rsplit("/", 1)[-1]
-                if not (stem.startswith("chunk-") and stem.endswith(".json")):
-                    continue
-                index = int(stem[6:15])
-                if index < k:
+                if not (stem.startswith("chunk-") and stem.endswith(".json")) or int(stem[6:15]) < resume.k:
                     continue
                 rec = self._read(stem[:-5])
-                if rec is not None and chunk_rows_of(index) == rec[1]["rows"]:
-                    done[index] = rec
-        return prefix, k, info, done
+                if rec is not None and chunk_rows_of(int(stem[6:15])) == rec[1]["rows"]:
+                    resume.done[int(stem[6:15])] = (rec[0], ChunkRecord.from_json(rec[1]))
+        return resume

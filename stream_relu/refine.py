@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from .moments import MomentState, digest
+from .moments import ChunkKernel, MomentState, digest
 
-__all__ = ["Params", "RefinePlan", "loss_grad_chunk", "refine_chunk", "InMemoryObjective", "refine"]
+__all__ = ["Params", "RefinePlan", "loss_grad_chunk", "refine_chunk", "REFINE", "InMemoryObjective", "refine"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,9 @@ def refine_chunk(x, y, plan):
     """:func:`loss_grad_chunk` of raw rows ``x``, whitened with the plan's mean and whitener."""
     z = (np.asarray(x, dtype=np.float64) - plan.mean) @ plan.whitener
     return loss_grad_chunk(z, y, plan.params)
+
+
+REFINE = ChunkKernel("refine", refine_chunk)
 
 
 class InMemoryObjective:

@@ -16,7 +16,6 @@ import it.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 import warnings
@@ -35,14 +34,13 @@ from .engine import (
     ArraySource,
     ChunkOptions,
     DaskArraySource,
-    DaskRunner,
-    DistributedRunner,
-    SerialRunner,
     StoreSource,
+    is_dask_array,
+    open_runner,
     reduce_chunks,
 )
 from .errors import DataError, RecoveryError
-from .moments import SubspacePlan, finalize_gauss, finalize_subspace
+from .moments import GAUSS, SUBSPACE, SubspacePlan, finalize_gauss, finalize_subspace
 from .network import ReluNetwork, to_jsonable
 from .recovery import canonical_flips, choose_width, recover, subspace_basis
 from .refine import InMemoryObjective, Params
@@ -60,10 +58,6 @@ _REFINE_MAXITER = 3000  # stream_relu.fit's default iteration cap of the refinem
 
 class FallbackWarning(UserWarning):
     """The moments did not support a recovery; an affine model was fitted instead."""
-
-
-def _is_dask_array(obj):
-    return type(obj).__module__.startswith("dask.array")
 
 
 def _is_path(obj):
@@ -441,31 +435,6 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- runners
 
-    @contextlib.contextmanager
-    def _runner(self, source, client):
-        """Where the estimator's own passes run, chosen as :func:`stream_relu.fit` chooses."""
-        if isinstance(source, ArraySource) or self.scheduler == "synchronous":
-            yield SerialRunner()
-        elif client is not None:
-            yield DistributedRunner(client)
-        elif self.scheduler not in (None, "local"):
-            from distributed import Client
-
-            with Client(self.scheduler) as c:
-                yield DistributedRunner(c)
-        elif isinstance(source, DaskArraySource):
-            yield DaskRunner()
-        else:
-            from distributed import Client, LocalCluster
-
-            with LocalCluster(
-                n_workers=os.cpu_count() or 1,
-                threads_per_worker=1,
-                processes=True,
-                scheduler_kwargs={"dashboard": False},
-            ) as cluster, Client(cluster) as c:
-                yield DistributedRunner(c)
-
     def _client(self, numpy_input):
         return None if numpy_input or self.scheduler is not None else _default_client()
 
@@ -508,7 +477,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
             if exc is not None:
                 source = StoreSource.from_store(store)
                 return self._fallback_from_pass(source, client, exc)
-        elif _is_dask_array(X) or _is_dask_array(y):
+        elif is_dask_array(X) or is_dask_array(y):
             X, y = self._check_dask(X, y, reset=True, min_samples=2)
             n_hidden = self._check_width(X.shape[1])
             client = self._client(False)
@@ -558,8 +527,8 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         A genuine data error (non-finite values with ``nonfinite="error"``,
         unreadable chunks) raises again in this pass.
         """
-        with self._runner(source, client) as runner, threadpool_limits(limits=1, user_api="blas"):
-            state = reduce_chunks(source, "gauss", None, runner, options=ChunkOptions(nonfinite=self.nonfinite))
+        with open_runner(source, client, self.scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+            state = reduce_chunks(source, GAUSS, None, runner, options=ChunkOptions(nonfinite=self.nonfinite)).state
         n_rows = 0 if state == 0 else state.count
         if n_rows < 2:
             raise ValueError(f"only {n_rows} usable sample(s); a minimum of 2 is required") from exc
@@ -630,7 +599,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("partial_fit takes numpy or dask arrays; fit a store with fit(path)")
         previous = getattr(self, "_partial", None)
         first = previous is None
-        if _is_dask_array(X) or _is_dask_array(y):
+        if is_dask_array(X) or is_dask_array(y):
             X, y = self._check_dask(X, y, reset=first, min_samples=1)
             source = DaskArraySource(X, y)
             client = self._client(False)
@@ -641,8 +610,8 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         n_hidden = self._check_width(self.n_features_in_)
         call = 1 if first else previous.n_calls + 1
         seed = _seed(self.random_state)
-        with self._runner(source, client) as runner, threadpool_limits(limits=1, user_api="blas"):
-            batch = reduce_chunks(source, "gauss", None, runner, options=ChunkOptions(nonfinite=self.nonfinite))
+        with open_runner(source, client, self.scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+            batch = reduce_chunks(source, GAUSS, None, runner, options=ChunkOptions(nonfinite=self.nonfinite)).state
             merged = batch if first else previous.gauss_state + batch
             if merged == 0 or merged.count == 0:
                 raise ValueError("no usable rows (every row holds NaN or infinity)")
@@ -657,8 +626,8 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
                 sub_state = previous.sub_state
             if plan is not None:
                 sub_state = sub_state + reduce_chunks(
-                    source, "subspace", plan, runner, options=ChunkOptions(nonfinite="skip")
-                )
+                    source, SUBSPACE, plan, runner, options=ChunkOptions(nonfinite="skip")
+                ).state
             state = _PartialState(merged, plan, plan_gauss, sub_state, width, call, plan_calls)
             info = {
                 "n_calls": call,
@@ -721,7 +690,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         n = int(X.shape[0])
         step = max(1, -(-n // int(self.refine_rows)))
         xs, ys = X[::step], y[::step]
-        if _is_dask_array(xs):
+        if is_dask_array(xs):
             import dask
 
             kwargs = {"scheduler": "synchronous"} if self.scheduler == "synchronous" else {}
@@ -796,7 +765,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         if _is_path(X):
             return self._predict_store(os.fspath(X))
-        if _is_dask_array(X):
+        if is_dask_array(X):
             if X.ndim != 2:
                 raise ValueError(f"Expected a 2-D dask array X of shape (n_samples, n_features), got shape {X.shape}")
             self._set_or_check_features(int(X.shape[1]), reset=False)

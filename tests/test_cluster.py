@@ -1,9 +1,11 @@
 """Real clusters: `dask scheduler` and `dask worker` processes on 127.0.0.1, a killed worker,
 a killed driver resumed from --state, and appended rows picked up by the next fit.
 
-Disruptions are made reliable by the documented test-only setting
-STREAM_RELU_TEST_CHUNK_DELAY (seconds each chunk task sleeps), and every test
-asserts that the disruption really happened mid-run.
+Disruptions are made reliable by slowing the workers' chunk tasks: workers
+start with ``--preload tests/slow_chunks.py``, which makes every chunk task
+sleep STREAM_RELU_TEST_CHUNK_DELAY seconds (test code only; the package has
+no such setting), and every test asserts that the disruption really happened
+mid-run.
 """
 
 import io
@@ -24,6 +26,7 @@ from stream_relu.data import append_rows
 
 D, M, N, CHUNK = 5, 2, 120_000, 10_000  # 12 chunks
 BIN = os.path.dirname(sys.executable)
+SLOW_CHUNKS = str(Path(__file__).with_name("slow_chunks.py"))
 
 
 def _env(delay=0.0):
@@ -53,7 +56,7 @@ class Cluster:
         self.workers = [
             subprocess.Popen(
                 [os.path.join(BIN, "dask"), "worker", self.address, "--nthreads", "1", "--no-nanny",
-                 "--dashboard-address", ":0", "--host", "127.0.0.1"],
+                 "--dashboard-address", ":0", "--host", "127.0.0.1", "--preload", SLOW_CHUNKS],
                 env=env, stdout=log, stderr=log,
             )
             for _ in range(n_workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -176,6 +177,54 @@ def test_store_spec_make_sorts_options():
     assert hash(spec) == hash(StoreSpec("s3://bucket/s.zarr", "a", "b", (("z", 1), ("anon", True))))
     with pytest.raises(InputError):
         StoreSpec("s.zarr", x="v", y="v")
+
+
+def test_store_spec_with_nested_options_is_hashable_and_picklable():
+    nested = {"client_kwargs": {"endpoint_url": "http://localhost:9000"}, "anon": False}
+    spec = StoreSpec("s3://bucket/x.zarr", storage_options=nested)
+    same = StoreSpec.make(
+        "s3://bucket/x.zarr",
+        storage_options={"anon": False, "client_kwargs": {"endpoint_url": "http://localhost:9000"}},
+    )
+    other = StoreSpec("s3://bucket/x.zarr", storage_options={"client_kwargs": {"endpoint_url": "http://other:9000"}})
+    assert isinstance(hash(spec), int)
+    assert spec == same and hash(spec) == hash(same)
+    assert spec != other
+    assert spec.options == nested
+    # the spec keeps its own copy: changing the caller's dict, or the returned one, changes nothing
+    nested["client_kwargs"]["endpoint_url"] = "http://changed:1"
+    spec.options["client_kwargs"]["endpoint_url"] = "http://changed:2"
+    assert spec == same and spec.options["client_kwargs"] == {"endpoint_url": "http://localhost:9000"}
+
+    calls = []
+
+    @functools.lru_cache(maxsize=4)
+    def cached(key, n_samples):
+        calls.append(key)
+        return len(calls)
+
+    assert cached(spec, 10) == cached(same, 10) == 1
+    assert cached(other, 10) == 2 and len(calls) == 2
+
+    copy = pickle.loads(pickle.dumps(spec))
+    assert copy == spec and hash(copy) == hash(spec)
+    assert copy.options == spec.options and copy.storage_options == spec.storage_options
+
+
+def test_local_store_opened_through_spec_with_nested_options(tmp_path):
+    pytest.importorskip("fsspec", reason="file:// stores need fsspec")
+    path = str(tmp_path / "s.zarr")
+    x, y = _samples(6, 2, "float32", seed=11)
+    write_rows(create_sample_store(path, n_samples=6, n_features=2, chunk_rows=3), 0, x, y)
+    spec = StoreSpec.make(
+        "file://" + path, storage_options={"auto_mkdir": False, "extra": {"nested": {"a": [1, 2]}}}
+    )
+    rx, ry = spec.open().read_rows(0, 6)
+    np.testing.assert_array_equal(rx, x)
+    np.testing.assert_array_equal(ry, y)
+    # what the engine does: one opening per (spec, n_samples), the spec as an lru_cache key
+    opened = functools.lru_cache(maxsize=2)(lambda s, n: s.open())
+    assert opened(spec, 6) is opened(pickle.loads(pickle.dumps(spec)), 6)
 
 
 # ---------------------------------------------------------------------------

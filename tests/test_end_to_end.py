@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 import stream_relu as sr
 from stream_relu.cli import main
 from stream_relu.engine import DistributedRunner, SerialRunner, StoreSource, reduce_chunks
-from stream_relu.moments import SubspacePlan, finalize_gauss
+from stream_relu.moments import GAUSS, SUBSPACE, SubspacePlan, finalize_gauss
 from stream_relu.recovery import subspace_basis
 
 D, M, N, CHUNK = 8, 3, 200_000, 25_000
@@ -90,10 +90,10 @@ def test_numpy_and_dask_inputs_match_the_store(store):
 
 def _pass_states(runner, path):
     source = StoreSource.from_store(sr.open_store(path))
-    g_state = reduce_chunks(source, "gauss", None, runner)
+    g_state = reduce_chunks(source, GAUSS, None, runner).state
     g = finalize_gauss(g_state)
     plan = SubspacePlan.build(g, subspace_basis(g.T2, M))
-    return g_state, reduce_chunks(source, "subspace", plan, runner)
+    return g_state, reduce_chunks(source, SUBSPACE, plan, runner).state
 
 
 def _bytes(state):

@@ -6,13 +6,18 @@ import pytest
 from conftest import planted, population_tensor, relu_net
 from stream_relu.hermite import hermite_e
 from stream_relu.moments import (
+    AffineFit,
     GaussPlan,
+    JointMoments,
     MomentState,
+    Normality,
     SubspacePlan,
+    affine_least_squares,
     finalize_gauss,
     finalize_subspace,
     gauss_chunk,
     joint_chunk,
+    normality_statistics,
     split_joint,
     subspace_chunk,
 )
@@ -225,7 +230,10 @@ def test_joint_chunk_splits_into_both_passes():
     x, y = _data(n=5000, seed=5)
     g = finalize_gauss(gauss_chunk(x, y))
     plan = SubspacePlan.build(g, subspace_basis(g.T2, 3))
-    gs, ss = split_joint(joint_chunk(x, y, plan), plan)
+    parts = split_joint(joint_chunk(x, y, plan), plan)
+    assert isinstance(parts, JointMoments)
+    gs, ss = parts  # still unpacks as the 2-tuple (gauss, subspace)
+    assert (gs, ss) == (parts.gauss, parts.subspace) and (gs.kind, ss.kind) == ("gauss", "subspace")
     ref = gauss_chunk(x, y, plan.gauss_plan)
     assert float(gs.sums["norm_rows"]) == 0  # a joint pass leaves the normality check to its pilot
     for k in ("p1", "p2", "p3", "p4", "norm_rows"):
@@ -277,3 +285,32 @@ def test_float32_overflow_falls_back_to_float64():
     s = gauss_chunk(x, y)
     assert all(np.isfinite(v).all() for v in s.sums.values())
     assert float(s.sums["lowp_rows"]) == 0.0
+
+
+def test_normality_statistics_is_a_dataclass_and_gauss_keeps_a_dict():
+    x, y = _data(n=2000)
+    state = gauss_chunk(x, y)
+    stats = normality_statistics(state)
+    assert isinstance(stats, Normality)
+    assert stats["max_z"] == stats.max_z and stats.rows == 2000
+    assert finalize_gauss(state).normality == stats.as_dict()  # callers index it and serialize it as a dict
+
+
+def test_affine_least_squares_against_lstsq():
+    # Oracle: numpy's least squares on the rows [x, 1].  The moment fit solves the
+    # centred normal equations, so the agreement is limited by their conditioning:
+    # about cond(cov) * eps relative (cond(cov) ~ 15 here, the square of that of the
+    # centred x), hence 1e-10 relative with ample room.
+    x, y = _data(n=500, seed=9)
+    fit = affine_least_squares(gauss_chunk(x, y))
+    assert isinstance(fit, AffineFit)
+    sol, *_ = np.linalg.lstsq(np.hstack([x, np.ones((len(x), 1))]), y, rcond=None)
+    np.testing.assert_allclose(fit.coef, sol[:-1], rtol=1e-10, atol=1e-10 * np.abs(sol[:-1]).max())
+    np.testing.assert_allclose(fit.intercept, sol[-1], rtol=1e-10)
+    # a shifted state gives the same fit once its plan is passed
+    plan = GaussPlan.from_sample(x[:100], y[:100])
+    shifted = affine_least_squares(gauss_chunk(x, y, plan), plan=plan)
+    np.testing.assert_allclose(shifted.coef, sol[:-1], rtol=1e-10, atol=1e-10 * np.abs(sol[:-1]).max())
+    np.testing.assert_allclose(shifted.intercept, sol[-1], rtol=1e-10)
+    with pytest.raises(ValueError, match="was not summed with the shift"):
+        affine_least_squares(gauss_chunk(x, y), plan=plan)
