@@ -6,8 +6,8 @@ See docs/ARCHITECTURE.md for the modules and README.md for the math in brief.
 
 __version__ = "0.1.0"
 
-from .api import CheckReport, FitResult, check, fit, predict_store  # noqa: E402
-from .data import StoreSpec, open_store  # noqa: E402
+from .api import CheckReport, FitResult, affine_fit, check, fit, open_input, predict_store  # noqa: E402
+from .data import StoreSpec, append_rows, open_store  # noqa: E402
 from .errors import (  # noqa: E402
     ClusterError,
     DataError,
@@ -18,9 +18,13 @@ from .errors import (  # noqa: E402
     StoreNotFoundError,
     StreamReluError,
 )
-from .evaluate import evaluate  # noqa: E402
-from .network import ReluNetwork, load_model  # noqa: E402
+from .metrics import evaluate, match_units  # noqa: E402
+from .incremental import Estimate, MomentAccumulator  # noqa: E402
+from .network import ReluNetwork, load_model, to_jsonable  # noqa: E402
+from .recovery import UNRELIABLE_STRENGTH  # noqa: E402
+from .settings import DataPolicy, FitSettings, RefineSettings  # noqa: E402
 from .simulate import Truth, draw_network, load_truth, simulate_store  # noqa: E402
+from .report import render_report  # noqa: E402  (last: it imports names defined above)
 
 __all__ = [
     "__version__",
@@ -29,9 +33,21 @@ __all__ = [
     "check",
     "CheckReport",
     "predict_store",
+    "affine_fit",
+    "open_input",
+    "MomentAccumulator",
+    "Estimate",
+    "DataPolicy",
+    "RefineSettings",
+    "FitSettings",
     "ReluNetwork",
     "load_model",
     "evaluate",
+    "match_units",
+    "render_report",
+    "to_jsonable",
+    "UNRELIABLE_STRENGTH",
+    "append_rows",
     "simulate_store",
     "draw_network",
     "load_truth",

@@ -1,7 +1,11 @@
-"""The public fitting pipeline: data -> moments -> decomposition -> recovery -> refinement -> model.
+"""The public pipeline: data -> moments -> decomposition -> recovery -> refinement -> model.
 
-:func:`fit` accepts a zarr store (path or URL), numpy arrays, or dask
-arrays, and runs the same kernels on each:
+:func:`fit` is a short composition of typed stages: settings parsed once
+(:mod:`stream_relu.settings`), the input opened as a chunk source, the
+moment passes (:mod:`stream_relu.passes`), recovery and refinement
+(:mod:`stream_relu.stages`), and the diagnostics
+(:mod:`stream_relu.diagnostics`).  It accepts a zarr store (path or URL),
+numpy arrays, or dask arrays, and runs the same kernels on each:
 
 * a store path runs on a local cluster of one single-threaded worker per
   core, unless ``client`` or ``scheduler`` says otherwise
@@ -15,41 +19,35 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .data import StoreSpec
-from .engine import (
-    NONFINITE_POLICIES,
-    ArraySource,
-    ChunkOptions,
-    DaskArraySource,
-    Progress,
-    StoreSource,
-    SubsetSource,
-    is_dask_array,
-    open_runner,
-    reduce_chunks,
-)
-from .errors import DataError, InputError, RecoveryError, StoreFormatError
-from .moments import GAUSS, JOINT, SUBSPACE, GaussPlan, SubspacePlan, finalize_gauss, finalize_subspace, split_joint
+from .diagnostics import FitDiagnostics, data_warnings, envelope_warnings
+from .engine import ArraySource, ChunkOptions, DaskArraySource, StoreSource, is_dask_array, open_runner, reduce_chunks
+from .errors import DataError, InputError, StoreFormatError
+from .moments import GAUSS, AffineFit, affine_least_squares
 from .network import ReluNetwork, to_jsonable
-from .recovery import UNRELIABLE_STRENGTH, canonical_flips, choose_width, recover, subspace_basis
-from .refine import REFINE, InMemoryObjective, Params, RefinePlan, refine
+from .passes import PassContext, first_pass, moment_passes, state_folder
+from .recovery import choose_width
+from .settings import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_REFINE_MAXITER,
+    DEFAULT_REFINE_ROWS,
+    DEFAULT_REFINE_ROWS_MAX,
+    DataPolicy,
+    FitSettings,
+    RefineSettings,
+    check_n_hidden,
+)
+from .stages import recover_stage, refinement_stage
 
-__all__ = ["FitResult", "fit", "predict_store", "CheckReport", "check"]
+__all__ = ["FitResult", "fit", "predict_store", "CheckReport", "check", "open_input", "Input", "affine_fit"]
 
 log = logging.getLogger("stream_relu")
-
-DEFAULT_REFINE_ROWS = 250_000
-DEFAULT_REFINE_ROWS_MAX = 1_000_000
-REFINE_MEMORY_BYTES = 1 << 30
-# Noiseless float32 data refine to a relative MSE of about 1e-15; a residual
-# above this says the labels are noisy and more rows will help.
-NOISY_REL_MSE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -80,443 +78,90 @@ class FitResult:
     run: dict = None
 
 
-def _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_chunks="error"):
-    if isinstance(data, (str, os.PathLike)):
-        if y is not None:
-            raise InputError("y must not be given when fitting a store (the store holds y)")
-        spec = StoreSpec.make(
-            os.fspath(data), x=x_name, y=y_name, storage_options=storage_options, missing_chunks=missing_chunks
-        )
-        store = spec.open()
-        for note in store.notes:
-            log.warning("%s", note)
-        return StoreSource.from_store(store), store
-    if y is None:
-        raise InputError("y is required when x is an array")
-    if is_dask_array(data) or is_dask_array(y):
-        import dask.array as da
+@dataclass(frozen=True)
+class Input:
+    """The data of a fit as a chunk source, and the store behind it.
 
-        dx, dy = da.asarray(data), da.asarray(y)
-        if dy.ndim == 2 and dy.shape[1] == 1:
-            dy = dy[:, 0]
-        if dx.ndim != 2 or dy.ndim != 1 or dx.shape[0] != dy.shape[0]:
-            raise StoreFormatError(
-                f"expected x of shape (n_samples, n_features) and y of shape (n_samples,); got {dx.shape} and {dy.shape}"
-            )
-        return DaskArraySource(dx, dy), None
-    x = np.asarray(data)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
+    Parameters
+    ----------
+    source : StoreSource, ArraySource or DaskArraySource
+        The chunks.
+    store : SampleStore, optional
+        The opened store (None for arrays).
+    """
+
+    source: object
+    store: object = None
+
+
+def _store_input(data, y, policy):
+    if y is not None:
+        raise InputError("y must not be given when fitting a store (the store holds y)")
+    spec = StoreSpec.make(
+        os.fspath(data),
+        x=policy.x_name,
+        y=policy.y_name,
+        storage_options=policy.storage_options,
+        missing_chunks=policy.missing_chunks,
+    )
+    store = spec.open()
+    for note in store.notes:
+        log.warning("%s", note)
+    return Input(StoreSource.from_store(store), store)
+
+
+def _column(y):
+    return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
+
+def _check_arrays(x, y):
+    if any(np.isnan(s) for s in (*x.shape, *y.shape)):
+        raise StoreFormatError("dask arrays with unknown chunk sizes: call compute_chunk_sizes() first")
     if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise StoreFormatError(
             f"expected x of shape (n_samples, n_features) and y of shape (n_samples,); got {x.shape} and {y.shape}"
         )
     if x.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
         raise StoreFormatError(f"x and y must be real numbers; got dtypes {x.dtype} and {y.dtype}")
-    return ArraySource(x, y, chunk_rows), None
 
 
-def _refine_rows(source, n_rows):
-    """Evenly spaced whole chunks holding at least ``n_rows`` rows (or all), read in this process."""
-    n_chunks = source.n_chunks
-    k = max(1, -(-n_rows // max(source.chunk_len(0), 1)))
-    while True:
-        picks = np.unique(np.round(np.linspace(0, n_chunks - 1, min(k, n_chunks))).astype(int))
-        if k >= n_chunks or sum(source.chunk_len(int(i)) for i in picks) >= n_rows:
-            break
-        k += 1
-    xs, ys = [], []
-    got = 0
-    for i in picks:
-        xb, yb = source.read(int(i))
-        good = np.isfinite(yb) & np.isfinite(xb).all(axis=1)
-        xb, yb = xb[good], yb[good]
-        take = min(len(yb), n_rows - got)
-        xs.append(np.asarray(xb[:take], dtype=np.float64))
-        ys.append(np.asarray(yb[:take], dtype=np.float64))
-        got += take
-        if got >= n_rows:
-            break
-    return np.concatenate(xs), np.concatenate(ys), [int(i) for i in picks[: len(xs)]]
+def open_input(data, y=None, policy=DataPolicy()):
+    """The data of a fit as a chunk source: a store path or URL, numpy arrays, or dask arrays.
 
+    Parameters
+    ----------
+    data : str, path-like, ndarray or dask.array.Array
+        A store, or the inputs ``x`` of shape (n_samples, n_features).
+    y : ndarray or dask.array.Array of shape (n_samples,), optional
+        Labels, when ``data`` is an array.
+    policy : DataPolicy
+        Array names, chunk rows for numpy input, storage options, missing chunks.
 
-def _in_memory_objective(source, gauss, n_rows, n_hidden):
-    xs, ys, picks = _refine_rows(source, min(n_rows, source.n_samples))
-    z = (xs - gauss.mean) @ gauss.whitener
-    return InMemoryObjective(z, ys, n_hidden), {"chunks": picks, "rows": int(ys.shape[0])}
+    Returns
+    -------
+    Input
+        The chunk source and the opened store (None for arrays).
 
-
-def _rel_mse(objective, params, var_y):
-    state = objective(params)
-    return 2.0 * float(state.sums["loss"]) / (state.count * max(var_y, np.finfo(float).tiny))
-
-
-def _refinement(source, runner, gauss, start, *, enabled, rows, rows_max, passes, maxiter, target=None):
-    """Refine ``start`` (whitened coordinates); returns (params, diagnostics, rows used)."""
-    m = start.n_hidden
-    if passes:
-
-        def objective(params):
-            plan = RefinePlan.build(gauss.mean, gauss.whitener, params)
-            return reduce_chunks(source, REFINE, plan, runner, options=ChunkOptions(nonfinite="skip")).state
-
-        used = {"rows": source.n_samples, "streamed": True}
-    else:
-        objective, used = _in_memory_objective(source, gauss, rows, m)
-    stages = {"moment": {"rel_mse_train": _rel_mse(objective, start, gauss.var_y)}, "refined": []}
-    history = []
-    rows_used = {"refinement": [used]}
-    params = start
-    if enabled and m > 0:
-        params, info = refine(objective, start, var_y=gauss.var_y, maxiter=maxiter, target=target)
-        stages["refined"].append({"rows": used["rows"], **{k: v for k, v in info.items() if k != "history"}})
-        history += info["history"]
-        rows2 = min(source.n_samples, rows_max, REFINE_MEMORY_BYTES // (8 * source.n_features))
-        noisy = info["rel_mse_end"] > NOISY_REL_MSE and not info["target_reached"]
-        if not passes and noisy and rows2 > used["rows"]:
-            objective2, used2 = _in_memory_objective(source, gauss, rows2, m)
-            params, info2 = refine(objective2, params, var_y=gauss.var_y, maxiter=maxiter, target=target)
-            stages["refined"].append({"rows": used2["rows"], **{k: v for k, v in info2.items() if k != "history"}})
-            history += info2["history"]
-            rows_used["refinement"].append(used2)
-        W, b, u, c, _ = canonical_flips(params.a, params.W, params.b, params.u, params.c)
-        params = Params(params.a, W, b, u, c)
-    return params, {"stages": stages, "history": history or None}, rows_used
-
-
-ROWS_PER_PARAMETER_PAIR = 2000  # the envelope's n >= 1e6 at d m = 500
-
-
-def _data_warnings(gauss, width):
-    """Envelope warnings that pass 1 alone can give (shared by ``fit`` and ``check``)."""
-    d, m, n = gauss.n_features, width.n_hidden, gauss.n_samples
-    out = []
-    cond = float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0])
-    if cond > 100:
-        out.append(f"cond(Sigma) = {cond:.3g} > 100: outside the supported envelope, accuracy is not guaranteed")
-    needed = ROWS_PER_PARAMETER_PAIR * d * m
-    if n < needed:
-        out.append(f"{n} rows for d = {d}, m = {m}: about {needed} are needed for the stated accuracy")
-    if width.requested and m > width.n_above:
-        spectrum = np.array2string(np.abs(width.spectrum[: m + 2]), precision=3)
-        out.append(
-            f"only {width.n_above} of the {m} requested units stand above the T_2 noise floor "
-            f"(threshold {width.threshold:.3g}; |eigenvalues| {spectrum}); the weakest units are unreliable"
-        )
-    return out
-
-
-def _envelope_warnings(gauss, width, est, moment_model):
-    """Plain-language warnings when the fit leaves the supported envelope."""
-    out = _data_warnings(gauss, width)
-    unreliable = est.diagnostics["unreliable_units"]
-    if unreliable:
-        out.append(
-            f"units {unreliable} (moment-estimate order) are weak in the Hermite moments "
-            f"(fewer than {UNRELIABLE_STRENGTH:g} noise levels in order 2, or in both orders 3 and 4): "
-            "more rows are needed to trust them"
-        )
-    for unit in est.diagnostics["folded_units"]:
-        out.append(
-            f"a unit with b = {unit['b']:.3g} is invisible in every Hermite order "
-            f"(strength {unit['max_strength']:.2g} noise levels) and was folded into the affine term"
-        )
-    big_b = np.flatnonzero(np.abs(moment_model.b) > 2)
-    if big_b.size:
-        out.append(f"units {big_b.tolist()} have |b| > 2: outside the supported envelope, their recovery costs many more rows")
-    if moment_model.n_hidden > 1:
-        C = np.abs(moment_model.W.T @ moment_model.W) - np.eye(moment_model.n_hidden)
-        if C.max() > 0.9:
-            out.append(f"two units have |cos(w_i, w_j)| = {C.max():.3f} > 0.9: outside the supported envelope")
-    return out
-
-
-NORMALITY_Z = 8.0  # |z| of skewness or excess kurtosis above which x is called non-Gaussian
-
-
-@dataclass
-class FirstPass:
-    """Pass 1 finalized, with what was found on the way (errors stop a fit; ``check`` lists them)."""
-
-    gauss: object
-    report: object
-    errors: list
-    warnings: list
-
-
-def _state_folder(url, store, nonfinite, missing_chunks, storage_options=None):
-    """The state folder of a fit, bound to the store's identity (all but its row count) and settings."""
-    from .checkpoint import StateFolder
-
-    if store is None:
-        raise InputError("state= (--state) needs a zarr store as input, not arrays")
-    identity = {k: v for k, v in store.identity().items() if k not in ("x_shape", "y_shape")}
-    identity["n_features"] = store.n_features
-    identity["settings"] = {"nonfinite": nonfinite, "missing_chunks": missing_chunks}
-    # a local state folder needs no options; a remote one shares the store's credentials
-    options = storage_options if "://" in str(url) and not str(url).startswith("file://") else None
-    return StateFolder(url, identity, storage_options=options)
-
-
-def _gauss_plan(source):
-    """The first pass's shift: the means of the first readable chunk's first rows (zero if none reads)."""
-    for i in range(min(source.n_chunks, 4)):
-        try:
-            x, y = source.read(i)
-        except DataError:
-            continue
-        return GaussPlan.from_sample(np.asarray(x[:4096]), np.asarray(y[:4096]))
-    return GaussPlan.zero(source.n_features)
-
-
-PILOT_MIN_ROWS = 1 << 22  # a pilot holds the first chunks of at least this many rows (about 4.2 million)
-PILOT_MAX_SIN = 0.25  # largest sine of the angles between the pilot's span and the full T_2's top span
-
-
-def _pilot_indices(source):
-    """The pilot chunks of a one-pass fit, or None when two passes are the better plan.
-
-    The pilot is the leading chunks holding at least ``PILOT_MIN_ROWS``
-    rows; a one-pass fit is planned when they are at most half of the
-    store.  Leading chunks, not a sample spread over the store: rows
-    appended later leave the pilot, hence the plan, unchanged, so a state
-    folder is reused after an append and the result stays bitwise that of
-    a fresh fit.
+    Raises
+    ------
+    InputError
+        ``y`` given with a store, or missing with arrays.
+    StoreFormatError
+        Shapes or dtypes that are not ``x`` (n, d) and ``y`` (n,) of real numbers.
     """
-    if isinstance(source, DaskArraySource) or source.n_chunks < 2:
-        return None
-    k = max(1, -(-PILOT_MIN_ROWS // max(source.chunk_len(0), 1)))
-    if 2 * k > source.n_chunks:
-        return None
-    return tuple(range(k))
+    if isinstance(data, (str, os.PathLike)):
+        return _store_input(data, y, policy)
+    if y is None:
+        raise InputError("y is required when x is an array")
+    if is_dask_array(data) or is_dask_array(y):
+        import dask.array as da
 
-
-def _check_leading_pass(folder, kind, key):
-    """Refuse a state folder whose leading pass was keyed by other first chunks (a changed store)."""
-    from .checkpoint import CheckpointMismatchError
-
-    if folder is None:
-        return
-    others = [p for p in folder.passes() if p.startswith(f"{kind}-") and p != f"{kind}-{key}"]
-    if others:
-        raise CheckpointMismatchError(
-            f"the first chunks of the store changed since the state was written (the {kind} pass in "
-            f"{folder.url} was planned from other rows); use a new --state folder for a changed store"
-        )
-
-
-def _reduce_first(source, runner, kernel, plan, *, nonfinite, progress, label, collect_errors=False, checkpoint=None):
-    """Reduce a pass that holds the first-pass sums; returns (state, report, errors)."""
-    options = ChunkOptions(nonfinite=nonfinite, fingerprint=True, collect_errors=collect_errors)
-    prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
-    errors = []
-    try:
-        red = reduce_chunks(source, kernel, plan, runner, progress=prog, options=options, checkpoint=checkpoint)
-    except DataError as exc:
-        if not collect_errors:
-            raise
-        errors.append(str(exc))
-        options = ChunkOptions(nonfinite="skip", fingerprint=True, collect_errors=True)
-        red = reduce_chunks(source, kernel, plan, runner, options=options)
-    for i, text in sorted(red.report.errors.items()):
-        errors.append(f"{source.describe(i)}: {text}")
-    return red.state, red.report, errors
-
-
-def _validate_first(state, gplan, report, errors, nonfinite, normality=None):
-    """Finalize first-pass sums and run every check they allow; returns a :class:`FirstPass`."""
-    warnings = []
-    if report.nonfinite and nonfinite == "skip":
-        warnings.append(
-            f"dropped {report.nonfinite_rows} rows holding NaN or infinity (in {len(report.nonfinite)} chunks)"
-        )
-    for group in report.duplicate_groups():
-        warnings.append(
-            f"chunks {group} have identical content (a duplicated ingest?): their rows count "
-            f"{len(group)} times in the moments"
-        )
-    gauss = None
-    if state == 0 or state.count < 2:
-        errors.append(f"fewer than 2 usable rows ({0 if state == 0 else state.count})")
-    else:
-        try:
-            gauss = finalize_gauss(state, gplan)
-        except ValueError as exc:
-            errors.append(str(exc))
-    if gauss is not None:
-        if normality is not None:
-            gauss = replace(gauss, normality=normality)
-        if gauss.var_y <= 1e-14 * max(gauss.T0**2, np.finfo(float).tiny):
-            errors.append(f"y is constant (every row is {gauss.T0:.6g}): there is nothing to learn")
-        norm = gauss.normality
-        if norm["max_z"] > NORMALITY_Z:
-            warnings.append(
-                f"x does not look Gaussian: {norm['worst']} has skewness {norm['worst_skew']:.3g} and "
-                f"excess kurtosis {norm['worst_excess_kurtosis']:.3g} ({norm['max_z']:.1f} standard errors "
-                "from 0); the recovery guarantees assume Gaussian inputs"
-            )
-    return FirstPass(gauss, report, errors, warnings)
-
-
-def _first_pass(source, runner, *, nonfinite, progress, collect_errors=False, checkpoint=None, gplan=None, label=None):
-    """Run pass 1 over ``source`` and every validation that its sums allow."""
-    gplan = _gauss_plan(source) if gplan is None else gplan
-    state, report, errors = _reduce_first(
-        source,
-        runner,
-        GAUSS,
-        gplan,
-        nonfinite=nonfinite,
-        progress=progress,
-        label=label or "pass 1/2 (moments)",
-        collect_errors=collect_errors,
-        checkpoint=checkpoint,
-    )
-    return _validate_first(state, gplan, report, errors, nonfinite)
-
-
-def _network(params, gauss, **kwargs):
-    return ReluNetwork.from_whitened(
-        params.a, params.W, params.b, params.u, params.c, gauss.mean, gauss.whitener, **kwargs
-    )
-
-
-def _checked_width(gauss, n_hidden):
-    """``choose_width`` on ``gauss``, logged; refuses data with no unit above the noise floor."""
-    width = choose_width(gauss, n_hidden)
-    log.info(
-        "T_2 spectrum: %s; noise floor %.3g; %d units%s",
-        np.array2string(np.abs(width.spectrum[: min(gauss.n_features, width.n_hidden + 4)]), precision=3),
-        width.noise_floor,
-        width.n_hidden,
-        " (requested)" if width.requested else " (estimated)",
-    )
-    if width.n_hidden == 0:
-        raise RecoveryError(
-            "no eigenvalue of T_2 stands above the noise floor "
-            f"({width.threshold:.3g}): the data look affine; nothing to recover"
-        )
-    return width
-
-
-def _subspace_pass(source, runner, plan, gauss, *, progress, folder, label):
-    prog = Progress(label, source.n_chunks, source.n_samples, enabled=progress)
-    red = reduce_chunks(
-        source,
-        SUBSPACE,
-        plan,
-        runner,
-        progress=prog,
-        options=ChunkOptions(nonfinite="skip"),
-        checkpoint=None if folder is None else folder.pass_checkpoint("subspace", plan.key),
-    )
-    return finalize_subspace(red.state, plan, gauss), red.report
-
-
-def _span_sine(gauss, basis, m):
-    """Largest sine of the principal angles between ``span basis`` and the top-``m`` span of ``gauss.T2``."""
-    top = subspace_basis(gauss.T2, m)
-    return float(np.linalg.norm(top - basis @ (basis.T @ top), 2))
-
-
-def _moment_passes(source, runner, n_hidden, *, nonfinite, progress, folder, two_pass, timings):
-    """Pass 1 and pass 2, or a pilot and one joint pass; returns (first, width, sub, run_info).
-
-    One pass: a pilot of leading chunks (:func:`_pilot_indices`) plans
-    the subspace; one pass over every chunk then sums both passes'
-    moments (:func:`stream_relu.moments.joint_chunk`), and the subspace
-    moments are moved to the full rows' whitening
-    (:func:`stream_relu.moments.finalize_subspace`).  If the full ``T_2``
-    disagrees with the pilot (another width, or a span more than
-    ``PILOT_MAX_SIN`` away), a subspace pass planned from the full ``T_2``
-    follows, so the result never rests on a poor pilot.
-    """
-    gplan = _gauss_plan(source)
-    pilot = None if two_pass else _pilot_indices(source)
-    run_info = {"n_chunks": source.n_chunks, "data_passes": 2, "pilot_chunks": 0}
-    t0 = time.perf_counter()
-    if pilot is None:
-        _check_leading_pass(folder, "gauss", gplan.key)
-        first = _first_pass(
-            source,
-            runner,
-            nonfinite=nonfinite,
-            progress=progress,
-            gplan=gplan,
-            checkpoint=None if folder is None else folder.pass_checkpoint("gauss", gplan.key),
-        )
-        run_info["pass1_reused_chunks"] = first.report.reused
-        if first.errors:
-            raise DataError(first.errors[0])
-        timings["pass1_s"] = time.perf_counter() - t0
-        width = _checked_width(first.gauss, n_hidden)
-        sub, keep, label = None, {f"gauss-{gplan.key}"}, "pass 2/2 (subspace moments)"
-    else:
-        pilot_first = _first_pass(
-            SubsetSource(source, pilot),
-            runner,
-            nonfinite="skip",
-            progress=progress,
-            gplan=gplan,
-            label=f"pilot ({len(pilot)} of {source.n_chunks} chunks)",
-        )
-        if pilot_first.errors:
-            raise DataError(pilot_first.errors[0])
-        timings["pilot_s"] = time.perf_counter() - t0
-        pwidth = choose_width(pilot_first.gauss, n_hidden)
-        if pwidth.n_hidden == 0:
-            pwidth = choose_width(pilot_first.gauss, 1)  # the full rows decide; a width of 1 plans the pass
-        plan = SubspacePlan.build(pilot_first.gauss, subspace_basis(pilot_first.gauss.T2, pwidth.n_hidden))
-        _check_leading_pass(folder, "joint", plan.key)
-        t0 = time.perf_counter()
-        state, report, errors = _reduce_first(
-            source,
-            runner,
-            JOINT,
-            plan,
-            nonfinite=nonfinite,
-            progress=progress,
-            label="moments (one pass)",
-            checkpoint=None if folder is None else folder.pass_checkpoint("joint", plan.key),
-        )
-        gstate, sstate = split_joint(state, plan) if state != 0 else (0, 0)
-        first = _validate_first(
-            gstate, plan.gauss_plan, report, errors, nonfinite, normality=pilot_first.gauss.normality
-        )
-        run_info.update({"pass1_reused_chunks": report.reused, "data_passes": 1, "pilot_chunks": len(pilot)})
-        if first.errors:
-            raise DataError(first.errors[0])
-        timings["pass1_s"] = time.perf_counter() - t0
-        width = _checked_width(first.gauss, n_hidden)
-        sub = finalize_subspace(sstate, plan, first.gauss)
-        sine = _span_sine(first.gauss, sub.basis, width.n_hidden) if width.n_hidden == plan.n_hidden else 1.0
-        run_info["pilot_span_sine"] = sine
-        keep, label = {f"joint-{plan.key}"}, "pass 2 (re-planned)"
-        if width.n_hidden != plan.n_hidden or sine > PILOT_MAX_SIN:
-            log.info(
-                "the pilot's plan (width %d, span sine %.3g) does not match the full T_2 (width %d): "
-                "a second pass in the full rows' subspace follows",
-                plan.n_hidden,
-                sine,
-                width.n_hidden,
-            )
-            sub = None
-    if sub is None:  # two passes, or a pilot the full rows overruled
-        plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
-        t0 = time.perf_counter()
-        sub, report2 = _subspace_pass(source, runner, plan, first.gauss, progress=progress, folder=folder, label=label)
-        run_info.update({"data_passes": 2, "pass2_reused_chunks": report2.reused})
-        timings["pass2_s"] = time.perf_counter() - t0
-        keep.add(f"subspace-{plan.key}")
-    if folder is not None:
-        folder.prune(keep)
-        log.info(
-            "state %s: %s",
-            folder.url,
-            ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run_info.items() if k.endswith("reused_chunks")),
-        )
-    return first, width, sub, run_info
+        dx, dy = da.asarray(data), _column(da.asarray(y))
+        _check_arrays(dx, dy)
+        return Input(DaskArraySource(dx, dy))
+    x, y = np.asarray(data), _column(np.asarray(y))
+    _check_arrays(x, y)
+    return Input(ArraySource(x, y, policy.chunk_rows))
 
 
 def fit(
@@ -532,10 +177,10 @@ def fit(
     refine_rows=DEFAULT_REFINE_ROWS,
     refine_rows_max=DEFAULT_REFINE_ROWS_MAX,
     refine_passes=False,
-    refine_maxiter=3000,
+    refine_maxiter=DEFAULT_REFINE_MAXITER,
     refine_target=None,
     random_state=0,
-    chunk_rows=65536,
+    chunk_rows=DEFAULT_CHUNK_ROWS,
     storage_options=None,
     nonfinite="error",
     missing_chunks="error",
@@ -618,134 +263,125 @@ def fit(
         The moments do not support a decomposition.
     """
     t_start = time.perf_counter()
-    if nonfinite not in NONFINITE_POLICIES:
-        raise InputError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-    source, store = _make_source(data, y, x_name, y_name, chunk_rows, storage_options, missing_chunks)
-    d = source.n_features
-    if n_hidden is not None:
-        n_hidden = int(n_hidden)
-        if n_hidden < 1:
-            raise InputError(f"n_hidden (--hidden) must be a positive integer, got {n_hidden}")
-        if n_hidden > d:
-            raise InputError(
-                f"--hidden {n_hidden} is larger than n_features = {d}: stream_relu 0.1 recovers at most "
-                "as many units as there are features (m <= d; n_hidden in the Python API)"
-            )
+    policy = DataPolicy(x_name, y_name, chunk_rows, storage_options, nonfinite, missing_chunks)
+    how = RefineSettings(refine_model, refine_rows, refine_rows_max, refine_passes, refine_maxiter, refine_target)
+    inputs = open_input(data, y, policy)
+    n_hidden = check_n_hidden(n_hidden, inputs.source.n_features)
+    request = FitSettings(n_hidden, policy, how, two_pass, random_state)
     rng = np.random.default_rng(random_state)
-    timings = {}
     # BLAS pinned to one thread in the driver too: the recovery and the
     # refinement then give the same bits whatever the machine's core count.
-    with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
-        folder = None
-        if state is not None:
-            folder = _state_folder(state, store, nonfinite, missing_chunks, storage_options)
-        first, width, sub, run_info = _moment_passes(
-            source, runner, n_hidden, nonfinite=nonfinite, progress=progress, folder=folder, two_pass=two_pass,
-            timings=timings,
-        )
-        gauss = first.gauss
-        m = width.n_hidden
+    with open_runner(inputs.source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+        folder = None if state is None else state_folder(state, inputs.store, policy)
+        passes = moment_passes(PassContext(inputs.source, runner, folder, progress, nonfinite), n_hidden, two_pass=two_pass)
+        timings = dict(passes.timings)
         t0 = time.perf_counter()
-        try:
-            est = recover(gauss, sub, rng=rng)
-        except np.linalg.LinAlgError as exc:
-            raise RecoveryError(f"the order-2 moment in the subspace is singular ({exc}); try a smaller --hidden") from None
+        moment = recover_stage(passes.first.gauss, passes.sub, rng)
         timings["recovery_s"] = time.perf_counter() - t0
-        W_m, b_m, u_m, c_m, _ = canonical_flips(est.a, est.W, est.b, est.u, est.c)
-        moment_params = Params(est.a, W_m, b_m, u_m, c_m)
-
         t0 = time.perf_counter()
-        final_params, refinement, rows_used = _refinement(
-            source,
-            runner,
-            gauss,
-            moment_params,
-            enabled=refine_model,
-            rows=refine_rows,
-            rows_max=refine_rows_max,
-            passes=refine_passes,
-            maxiter=refine_maxiter,
-            target=refine_target,
-        )
+        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how)
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
+    return _fit_result(inputs, request, passes, moment, refinement, timings)
 
-    rows_used["moments"] = source.n_samples
+
+def _fit_result(inputs, request, passes, moment, refinement, timings):
+    """Assemble the model, its provenance and diagnostics, and log the warnings."""
+    gauss = passes.first.gauss
     provenance = {
         "package_version": __version__,
-        "store": store.identity() if store is not None else None,
-        "rows_used": rows_used,
-        "settings": {
-            "n_hidden": n_hidden,
-            "refine": bool(refine_model),
-            "refine_rows": int(refine_rows),
-            "refine_rows_max": int(refine_rows_max),
-            "refine_passes": bool(refine_passes),
-            "refine_maxiter": int(refine_maxiter),
-            "refine_target": None if refine_target is None else float(refine_target),
-            "two_pass": bool(two_pass),
-            "x": x_name,
-            "y": y_name,
-        },
-        "seeds": {"random_state": random_state if isinstance(random_state, (int, np.integer)) else repr(random_state)},
+        "store": inputs.store.identity() if inputs.store is not None else None,
+        "rows_used": {"refinement": refinement.rows_used, "moments": inputs.source.n_samples},
+        **request.provenance(),
     }
-    moment_model = _network(moment_params, gauss)
-    warnings = first.warnings + _envelope_warnings(gauss, width, est, moment_model)
+    moment_model = ReluNetwork.from_params(moment.params, gauss)
+    warnings = passes.first.warnings + envelope_warnings(gauss, passes.width, moment.estimate, moment_model)
     for text in warnings:
         log.warning("%s", text)
-    diagnostics = {
-        "warnings": warnings,
-        "data": {
-            "nonfinite_rows_dropped": first.report.nonfinite_rows,
-            "duplicate_chunks": first.report.duplicate_groups(),
-            "normality": gauss.normality,
-        },
-        "n_samples": source.n_samples,
-        "n_features": d,
-        "input": {
-            "mean_norm": float(np.linalg.norm(gauss.mean)),
-            "cov_condition": float(gauss.cov_eigvals[-1] / gauss.cov_eigvals[0]),
-        },
-        "labels": {"mean": gauss.T0, "var": gauss.var_y, "residual_var_after_affine": gauss.residual_var},
-        "width": {
-            "chosen": m,
-            "requested": width.requested,
-            "n_above_threshold": width.n_above,
-            "t2_spectrum": width.spectrum,
-            "noise_floor": width.noise_floor,
-            "threshold": width.threshold,
-            "eigen_gaps": width.gaps,
-        },
-        "moments": {k: run_info[k] for k in ("data_passes", "pilot_chunks", "pilot_span_sine") if k in run_info},
-        "n_units_returned": int(final_params.a.shape[0]),
-        "recovery": est.diagnostics,
-        "stages": refinement["stages"],
-        "refinement_history": refinement["history"],
-        "moment_estimate": {
-            "a": moment_model.a,
-            "W": moment_model.W,
-            "b": moment_model.b,
-            "u": moment_model.u,
-            "c": moment_model.c,
-        },
-    }
-    diagnostics = to_jsonable(diagnostics)
-    model = _network(final_params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics)
-    return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics, timings=timings, run=run_info)
+    run = passes.run
+    diagnostics = FitDiagnostics(
+        warnings=warnings,
+        n_samples=inputs.source.n_samples,
+        gauss=gauss,
+        nonfinite_rows=passes.first.report.nonfinite_rows,
+        duplicate_chunks=passes.first.report.duplicate_groups(),
+        width=passes.width,
+        moments={k: run[k] for k in ("data_passes", "pilot_chunks", "pilot_span_sine") if k in run},
+        recovery=moment.estimate.diagnostics,
+        refinement=refinement,
+        moment_model=moment_model,
+        n_units=int(refinement.params.a.shape[0]),
+    ).to_dict()
+    model = ReluNetwork.from_params(refinement.params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics)
+    return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics, timings=timings, run=run)
 
 
-def _predict_chunk(source, index, model, out_spec):
+def affine_fit(data, y=None, *, policy=DataPolicy(), client=None, scheduler=None):
+    """Least squares of ``y`` on ``[x, 1]`` from one pass of moment sums (the centred normal equations).
+
+    The affine model of data that support no recovery.
+
+    Parameters
+    ----------
+    data : str, path-like, ndarray or dask.array.Array
+        What :func:`fit` takes.
+    y : ndarray or dask.array.Array, optional
+        Labels, when ``data`` is an array.
+    policy : DataPolicy
+        How rows are read (non-finite rows, chunking, array names).
+    client : dask.distributed.Client, optional
+        Cluster to run on.
+    scheduler : str, optional
+        As for :func:`fit`.
+
+    Returns
+    -------
+    AffineFit
+        ``coef``, ``intercept`` and ``n_rows`` (singular values of the
+        covariance below ``1e-10`` of the largest are cut off).
+
+    Raises
+    ------
+    DataError
+        NaN or infinity with ``policy.nonfinite == "error"``, unreadable chunks.
+    """
+    source = open_input(data, y, policy).source
+    with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+        red = reduce_chunks(source, GAUSS, None, runner, options=ChunkOptions(nonfinite=policy.nonfinite))
+    if red.state == 0:
+        return AffineFit(np.zeros(source.n_features), 0.0, 0)
+    return affine_least_squares(red.state)
+
+
+def _predictions(source, index, model, check_finite):
+    x, _ = source.read(index)
+    if check_finite and not np.isfinite(x).all():
+        raise DataError(f"x holds NaN or infinity in {source.describe(index)}")
+    return model.predict(x)
+
+
+def _predict_chunk(source, index, model, out_spec, check_finite):
     from .data import open_output_array
 
-    x, _ = source.read(index)
+    pred = _predictions(source, index, model, check_finite)
     start = index * source.chunk_rows
-    arr = open_output_array(out_spec)
-    arr[start : start + x.shape[0]] = model.predict(x)
-    return x.shape[0]
+    open_output_array(out_spec)[start : start + pred.shape[0]] = pred
+    return pred.shape[0]
 
 
-def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, overwrite=False, storage_options=None):
-    """Score a store out of core: write ``model.predict(x)`` to array ``y_pred`` of a new store.
+def predict_store(
+    model,
+    store,
+    out=None,
+    *,
+    x_name="x",
+    y_name="y",
+    client=None,
+    overwrite=False,
+    storage_options=None,
+    nonfinite="propagate",
+):
+    """Score a store out of core: ``model.predict(x)`` chunk by chunk, into array ``y_pred`` of a new store.
 
     Parameters
     ----------
@@ -753,9 +389,11 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
         The model to evaluate.
     store : str
         Path or URL of the store holding ``x``.
-    out : str
+    out : str, optional
         Path or URL of the zarr group to create; it gets a float64 array
-        ``y_pred`` chunked like ``x``'s rows, with a crc32c checksum.
+        ``y_pred`` chunked like ``x``'s rows, with a crc32c checksum.  When
+        None, the predictions are returned as a numpy array instead (they
+        must fit in memory).
     x_name, y_name : str
         Array names in the input store.
     client : dask.distributed.Client, optional
@@ -764,16 +402,19 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
         Replace an existing store at ``out``.
     storage_options : dict, optional
         fsspec options for both URLs.
+    nonfinite : {"propagate", "error"}
+        Rows of ``x`` holding NaN or infinity: predict NaN for them, or
+        raise :class:`~stream_relu.DataError` naming the chunk.
 
     Returns
     -------
-    int
-        Rows written.
+    int or ndarray
+        Rows written, or the predictions when ``out`` is None.
     """
     import dask
 
-    from .data import create_output_array
-
+    if nonfinite not in ("propagate", "error"):
+        raise InputError(f"nonfinite must be 'propagate' or 'error', got {nonfinite!r}")
     spec = StoreSpec.make(os.fspath(store), x=x_name, y=y_name, storage_options=storage_options)
     opened = spec.open()
     if opened.n_features != model.n_features:
@@ -781,7 +422,25 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
             f"the model has {model.n_features} features but x in {store!r} has {opened.n_features} columns"
         )
     source = StoreSource.from_store(opened)
-    out_spec = create_output_array(
+    check_finite = nonfinite == "error"
+    if out is None:
+        tasks = [dask.delayed(_predictions, pure=False)(source, i, model, check_finite) for i in range(source.n_chunks)]
+    else:
+        out_spec = _output_array(out, source, overwrite, storage_options)
+        tasks = [
+            dask.delayed(_predict_chunk, pure=False)(source, i, model, out_spec, check_finite)
+            for i in range(source.n_chunks)
+        ]
+    results = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks, scheduler="threads")
+    if out is None:
+        return np.concatenate(results) if results else np.zeros(0)
+    return int(sum(results))
+
+
+def _output_array(out, source, overwrite, storage_options):
+    from .data import create_output_array
+
+    return create_output_array(
         os.fspath(out),
         "y_pred",
         n_samples=source.n_samples,
@@ -789,9 +448,6 @@ def predict_store(model, store, out, *, x_name="x", y_name="y", client=None, ove
         overwrite=overwrite,
         storage_options=storage_options,
     )
-    tasks = [dask.delayed(_predict_chunk, pure=False)(source, i, model, out_spec) for i in range(source.n_chunks)]
-    counts = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks, scheduler="threads")
-    return int(sum(counts))
 
 
 @dataclass(frozen=True)
@@ -860,9 +516,11 @@ def check(
     StoreNotFoundError, StoreFormatError
         When the store cannot be opened as a sample store at all.
     """
-    source, opened = _make_source(store, None, x_name, y_name, 65536, storage_options, missing_chunks)
+    policy = DataPolicy(x_name, y_name, DEFAULT_CHUNK_ROWS, storage_options, nonfinite, missing_chunks)
+    inputs = open_input(store, None, policy)
+    source, opened = inputs.source, inputs.store
     with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
-        first = _first_pass(source, runner, nonfinite=nonfinite, progress=progress, collect_errors=True)
+        first = first_pass(PassContext(source, runner, None, progress, nonfinite), collect_errors=True)
     warnings = list(first.warnings)
     stats = {
         "n_samples": source.n_samples,
@@ -887,5 +545,5 @@ def check(
         if width.n_hidden > source.n_features:
             first.errors.append(f"--hidden {width.n_hidden} is larger than n_features = {source.n_features}")
         else:
-            warnings += _data_warnings(gauss, width)
+            warnings += data_warnings(gauss, width)
     return CheckReport(errors=first.errors, warnings=warnings, notes=list(opened.notes), stats=to_jsonable(stats))

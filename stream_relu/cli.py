@@ -15,9 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from . import __version__, to_jsonable
 from .errors import EXIT_CODES, DataError, InputError, StreamReluError
-from .network import to_jsonable
 
 log = logging.getLogger("stream_relu")
 
@@ -66,11 +65,11 @@ def _table(rows):
 
 
 def cmd_simulate(args):
-    from .simulate import simulate_store
+    from . import simulate_store
 
     truth = None
     if args.truth:
-        from .simulate import load_truth
+        from . import load_truth
 
         truth = load_truth(args.truth)
     elif args.features is None or args.hidden is None:
@@ -94,15 +93,25 @@ def cmd_simulate(args):
     return 0
 
 
+def _reading(args):
+    """The options ``fit`` and ``check`` share: array names, where to run, bad rows, progress."""
+    return {
+        "x_name": args.x,
+        "y_name": args.y,
+        "scheduler": args.scheduler,
+        "storage_options": _storage_options(args.storage_options),
+        "nonfinite": args.nonfinite,
+        "missing_chunks": args.missing_chunks,
+        "progress": not args.quiet,
+    }
+
+
 def _fit(args, store):
-    from .api import fit
+    from . import fit
 
     return fit(
         store,
         n_hidden=args.hidden,
-        x_name=args.x,
-        y_name=args.y,
-        scheduler=args.scheduler,
         refine_model=not args.no_refine,
         refine_rows=args.refine_rows,
         refine_rows_max=args.refine_rows_max,
@@ -110,11 +119,8 @@ def _fit(args, store):
         refine_target=args.refine_target,
         two_pass=args.two_pass,
         random_state=args.seed,
-        storage_options=_storage_options(args.storage_options),
-        nonfinite=args.nonfinite,
-        missing_chunks=args.missing_chunks,
         state=args.state,
-        progress=not args.quiet,
+        **_reading(args),
     )
 
 
@@ -133,19 +139,9 @@ def _fit_summary(result):
 
 
 def cmd_check(args):
-    from .api import check
+    from . import check
 
-    report = check(
-        args.store,
-        x_name=args.x,
-        y_name=args.y,
-        n_hidden=args.hidden,
-        scheduler=args.scheduler,
-        storage_options=_storage_options(args.storage_options),
-        nonfinite=args.nonfinite,
-        missing_chunks=args.missing_chunks,
-        progress=not args.quiet,
-    )
+    report = check(args.store, n_hidden=args.hidden, **_reading(args))
     if args.json:
         print(json.dumps({"ok": report.ok, "errors": report.errors, "warnings": report.warnings,
                           "notes": report.notes, "stats": report.stats}, allow_nan=False))
@@ -187,9 +183,7 @@ def _eval_rows(metrics):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate
-    from .network import ReluNetwork, load_model
-    from .simulate import load_truth
+    from . import evaluate, load_model, load_truth, ReluNetwork
 
     model = load_model(args.model)
     if args.stage == "moment":
@@ -206,7 +200,7 @@ def cmd_evaluate(args):
 
 
 def cmd_append(args):
-    from .data import append_rows, open_store
+    from . import append_rows, open_store
 
     src = open_store(args.source, x=args.x, y=args.y)
     total = 0
@@ -218,9 +212,7 @@ def cmd_append(args):
 
 
 def cmd_report(args):
-    from .network import load_model
-    from .report import render_report
-    from .simulate import load_truth
+    from . import load_model, load_truth, render_report
 
     truth = load_truth(args.truth) if args.truth else None
     render_report(load_model(args.model), args.out, truth=truth)
@@ -229,8 +221,7 @@ def cmd_report(args):
 
 
 def cmd_predict(args):
-    from .api import predict_store
-    from .network import load_model
+    from . import load_model, predict_store
 
     predict_store(
         load_model(args.model),
@@ -245,9 +236,7 @@ def cmd_predict(args):
 
 
 def cmd_demo(args):
-    from .api import fit
-    from .evaluate import evaluate
-    from .simulate import simulate_store
+    from . import evaluate, fit, simulate_store
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="stream-relu-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)

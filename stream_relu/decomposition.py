@@ -315,6 +315,16 @@ def moment_loss(params, tensors, m, weights=None, rho=None):
     return loss, np.concatenate([g_a, g_b, g_P.ravel()])
 
 
+@dataclass(frozen=True)
+class MomentFit:
+    """What :func:`moment_fit` returns."""
+
+    a: np.ndarray
+    b: np.ndarray
+    V: np.ndarray
+    info: dict
+
+
 def moment_fit(tensors, a, b, V, *, maxiter=2000, rho=None):
     """Minimize :func:`moment_loss` over ``(a, b, V)`` from a starting point.
 
@@ -331,10 +341,8 @@ def moment_fit(tensors, a, b, V, *, maxiter=2000, rho=None):
 
     Returns
     -------
-    a, b : ndarray of shape (m,)
-    V : ndarray of shape (r, m)
-        Unit columns.
-    info : dict
+    MomentFit
+        ``a``, ``b`` (m,), ``V`` (r, m) with unit columns, and ``info``:
         ``loss_start``, ``loss_end`` (relative to ``sum_k w_k ||T_k||^2``),
         ``iterations``.
     """
@@ -354,4 +362,4 @@ def moment_fit(tensors, a, b, V, *, maxiter=2000, rho=None):
     a1, b1 = res.x[:m], res.x[m : 2 * m]
     V1 = _normalize_columns(res.x[2 * m :].reshape(r, m))
     info = {"loss_start": f0 / total, "loss_end": float(res.fun) / total, "iterations": int(res.nit)}
-    return a1, b1, V1, info
+    return MomentFit(a1, b1, V1, info)

@@ -31,7 +31,18 @@ def model_schema():
 
 
 def to_jsonable(obj):
-    """Convert numpy values and containers to JSON types; non-finite floats become None."""
+    """Convert numpy values and containers to JSON types; non-finite floats become None.
+
+    Parameters
+    ----------
+    obj : object
+        Dicts, lists, tuples, numpy arrays and scalars, nested.
+
+    Returns
+    -------
+    object
+        The same structure of dicts, lists, str, int, float, bool and None.
+    """
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -102,6 +113,25 @@ class ReluNetwork:
     @property
     def n_hidden(self):
         return self.a.shape[0]
+
+    @classmethod
+    def from_params(cls, params, frame, **kwargs):
+        """:meth:`from_whitened` of parameters with ``a, W, b, u, c`` in the frame ``frame.mean``, ``frame.whitener``.
+
+        Parameters
+        ----------
+        params : Params
+            Parameters in whitened coordinates.
+        frame : GaussMoments
+            Anything with the ``mean`` and ``whitener`` of the coordinates.
+        **kwargs
+            Passed on to :meth:`from_whitened` (``provenance``, ``diagnostics``).
+
+        Returns
+        -------
+        ReluNetwork
+        """
+        return cls.from_whitened(params.a, params.W, params.b, params.u, params.c, frame.mean, frame.whitener, **kwargs)
 
     @classmethod
     def from_whitened(cls, a, W, b, u, c, mean, whitener, **kwargs):
@@ -279,6 +309,7 @@ def load_model(path):
     Returns
     -------
     ReluNetwork
+        Checked by :meth:`ReluNetwork.from_dict`.
 
     Raises
     ------

@@ -52,6 +52,7 @@ __all__ = [
     "recover",
     "affine_residual",
     "canonical_flips",
+    "Orientation",
 ]
 
 WIDTH_THRESHOLD = 3.0  # eigenvalues above this many noise floors count as units (noise tops out near 1)
@@ -144,6 +145,17 @@ def _flip_lstsq(T0, T1, a, W, b):
     return delta
 
 
+@dataclass(frozen=True)
+class Orientation:
+    """What :func:`canonical_flips` returns."""
+
+    W: np.ndarray
+    b: np.ndarray
+    u: np.ndarray
+    c: float
+    flipped: np.ndarray
+
+
 def canonical_flips(a, W, b, u, c):
     """Re-orient units so that the linear part of the affine term is as small as possible.
 
@@ -156,8 +168,9 @@ def canonical_flips(a, W, b, u, c):
 
     Returns
     -------
-    W, b, u, c : the re-oriented parameters (copies).
-    flipped : ndarray of bool, shape (m,)
+    Orientation
+        ``W``, ``b``, ``u``, ``c``: the re-oriented parameters (copies);
+        ``flipped``: bool array of shape (m,).
     """
     W, b, u = W.copy(), b.copy(), u.copy()
     flipped = np.zeros(a.shape[0], dtype=bool)
@@ -173,7 +186,7 @@ def canonical_flips(a, W, b, u, c):
                 changed = True
         if not changed:
             break
-    return W, b, u, c, flipped
+    return Orientation(W, b, u, c, flipped)
 
 
 @dataclass(frozen=True)
@@ -240,7 +253,8 @@ def recover(gauss, sub, *, rng, n_draws=60):
     tensors = {2: sub.M2, 3: sub.T3, 4: sub.T4}
     dec = jennrich(sub.M2, sub.T3, sub.T4, rng=rng, n_draws=n_draws)
     a0, b0 = unit_parameters(dec.lams)
-    a, b, V, fit_info = moment_fit(tensors, a0, b0, dec.V)
+    fit = moment_fit(tensors, a0, b0, dec.V)
+    a, b, V, fit_info = fit.a, fit.b, fit.V, fit.info
     W = _full_directions(sub, V, a, b)
     # The subspace need not hold the w_i exactly (a pilot's plan, or sampling
     # error of T_2): T_k in it then carries rho_i^k = ||U^T w_i||^k per unit.
@@ -251,7 +265,8 @@ def recover(gauss, sub, *, rng, n_draws=60):
         rho = np.minimum(np.linalg.norm(sub.basis.T @ W, axis=0), 1.0)
         if np.max(np.abs(rho - rho_used)) < 1e-9:
             break
-        a, b, V, fit_info = moment_fit(tensors, a, b, V, rho=rho)
+        fit = moment_fit(tensors, a, b, V, rho=rho)
+        a, b, V, fit_info = fit.a, fit.b, fit.V, fit.info
         fit_info["rho"] = rho.tolist()
         W = _full_directions(sub, V, a, b)
         rho_used = rho

@@ -8,8 +8,8 @@
    with the threshold below which a unit is flagged unreliable;
 3. the relative training MSE per L-BFGS iteration of the refinement;
 4. with a truth, the recovered output weights and biases against the true
-   ones (units matched as in :func:`stream_relu.evaluate.match_units`), the
-   angle of each matched pair and the :func:`stream_relu.evaluate.evaluate`
+   ones (units matched as in :func:`stream_relu.metrics.match_units`), the
+   angle of each matched pair and the :func:`stream_relu.metrics.evaluate`
    metrics.
 
 A diagnostic absent from the model (an old or hand-written file) leaves its
@@ -28,8 +28,8 @@ import os
 
 import numpy as np
 
+from . import UNRELIABLE_STRENGTH
 from .errors import InputError
-from .recovery import UNRELIABLE_STRENGTH
 
 __all__ = [
     "render_report",
@@ -289,43 +289,30 @@ def _draw_refinement(ax, diag):
     ax.legend(fontsize=8, loc="lower left")
 
 
-def _unit_scale(a, W, b):
-    s = np.linalg.norm(W, axis=0)
-    s = np.where(s > 0, s, 1.0)
-    return a * s, W / s, b / s
+def _annotate_points(ax, labels, xs, ys, dy, color):
+    for r, x, y in zip(labels, xs, ys):
+        ax.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, dy), fontsize=7, color=color)
 
 
-def _draw_truth(ax_scatter, ax_angle, model, truth):
-    from .evaluate import evaluate, match_units
-
-    ax_scatter.set_title(TITLE_RECOVERED)
-    ax_scatter.set_xlabel(XLABEL_RECOVERED)
-    ax_scatter.set_ylabel(YLABEL_RECOVERED)
-    ax_angle.set_title(TITLE_ANGLES)
-    ax_angle.set_xlabel(XLABEL_ANGLES)
-    ax_angle.set_ylabel(YLABEL_ANGLES)
-    net = truth.network
-    a_t, W_t, b_t = _unit_scale(net.a, net.W, net.b)
-    a_f, W_f, b_f = _unit_scale(model.a, model.W, model.b)
-    rows, cols, cos = match_units(W_t, W_f)
-    sign = np.where(cos < 0, -1.0, 1.0)
-    angle = np.degrees(np.arccos(np.clip(np.abs(cos), 0.0, 1.0)))
-    a_fit, b_fit = a_f[cols], sign * b_f[cols]
-    ax_scatter.scatter(a_t[rows], a_fit, marker="o", color="C0", label="a (output weight)", zorder=3)
-    ax_scatter.scatter(b_t[rows], b_fit, marker="^", color="C1", label="b (bias)", zorder=3)
-    pool = np.concatenate([a_t[rows], a_fit, b_t[rows], b_fit])
+def _draw_recovered(ax, match):
+    """Fitted against true ``a`` and ``b`` of the matched units, on square axes with ``y = x``."""
+    ax.set_title(TITLE_RECOVERED)
+    ax.set_xlabel(XLABEL_RECOVERED)
+    ax.set_ylabel(YLABEL_RECOVERED)
+    ax.scatter(match.a_true, match.a_fit, marker="o", color="C0", label="a (output weight)", zorder=3)
+    ax.scatter(match.b_true, match.b_fit, marker="^", color="C1", label="b (bias)", zorder=3)
+    pool = np.concatenate([match.a_true, match.a_fit, match.b_true, match.b_fit])
     lo, hi = (float(pool.min()), float(pool.max())) if pool.size else (-1.0, 1.0)
     pad = 0.08 * max(hi - lo, 1e-3)
-    ax_scatter.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", linestyle="--", linewidth=1, label="y = x")
-    ax_scatter.set_xlim(lo - pad, hi + pad)
-    ax_scatter.set_ylim(lo - pad, hi + pad)
-    for r, x, y in zip(rows, a_t[rows], a_fit):
-        ax_scatter.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="C0")
-    for r, x, y in zip(rows, b_t[rows], b_fit):
-        ax_scatter.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7, color="C1")
-    ax_scatter.legend(fontsize=8, loc="lower right")
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", linestyle="--", linewidth=1, label="y = x")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    _annotate_points(ax, match.rows, match.a_true, match.a_fit, 4, "C0")
+    _annotate_points(ax, match.rows, match.b_true, match.b_fit, -9, "C1")
+    ax.legend(fontsize=8, loc="lower right")
 
-    metrics = evaluate(model, truth)
+
+def _metrics_box(ax, metrics):
     lines = [
         f"rel test MSE: {metrics['rel_test_mse']:.3g}",
         f"max angle: {metrics['max_angle_deg']:.3g} deg",
@@ -334,24 +321,31 @@ def _draw_truth(ax_scatter, ax_angle, model, truth):
     ]
     if metrics["unmatched_true"] or metrics["unmatched_fitted"]:
         lines.append(f"unmatched: {metrics['unmatched_true']} true, {metrics['unmatched_fitted']} fitted")
-    ax_scatter.text(
+    ax.text(
         0.02,
         0.98,
         "\n".join(lines),
-        transform=ax_scatter.transAxes,
+        transform=ax.transAxes,
         ha="left",
         va="top",
         fontsize=8,
         bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
     )
 
-    if rows.size == 0:
-        _note(ax_angle, "no matched units")
-        return metrics
-    pos = np.arange(rows.size)
-    bars = ax_angle.bar(pos, angle, color="C2", label="angle")
+
+def _draw_angles(ax, match):
+    """The angle of each matched pair, labelled ``true->fitted`` (``*``: compared as ``(a, -w, -b)``)."""
+    ax.set_title(TITLE_ANGLES)
+    ax.set_xlabel(XLABEL_ANGLES)
+    ax.set_ylabel(YLABEL_ANGLES)
+    if match.rows.size == 0:
+        _note(ax, "no matched units")
+        return
+    angle, sign = match.angle_deg, match.sign
+    pos = np.arange(match.rows.size)
+    bars = ax.bar(pos, angle, color="C2", label="angle")
     for rect, value in zip(bars, angle):
-        ax_angle.annotate(
+        ax.annotate(
             f"{value:.2g}",
             (rect.get_x() + rect.get_width() / 2, rect.get_height()),
             textcoords="offset points",
@@ -359,14 +353,22 @@ def _draw_truth(ax_scatter, ax_angle, model, truth):
             ha="center",
             fontsize=7,
         )
-    ax_angle.set_xticks(pos)
-    ax_angle.set_xticklabels([f"{r}->{c}{'*' if s < 0 else ''}" for r, c, s in zip(rows, cols, sign)], fontsize=8)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{r}->{c}{'*' if s < 0 else ''}" for r, c, s in zip(match.rows, match.cols, sign)], fontsize=8)
     # angles far below a degree are drawn on a 0-1 degree axis: the labels give the values
-    ax_angle.set_ylim(0, max(float(angle.max()) * 1.25, 1.0))
+    ax.set_ylim(0, max(float(angle.max()) * 1.25, 1.0))
     if (sign < 0).any():
-        ax_angle.text(
-            0.98, 0.98, "* compared as (a, -w, -b)", transform=ax_angle.transAxes, ha="right", va="top", fontsize=7
-        )
+        ax.text(0.98, 0.98, "* compared as (a, -w, -b)", transform=ax.transAxes, ha="right", va="top", fontsize=7)
+
+
+def _draw_truth(ax_scatter, ax_angle, model, truth):
+    from . import evaluate, match_units
+
+    match = match_units(truth.network, model)
+    _draw_recovered(ax_scatter, match)
+    metrics = evaluate(model, truth)
+    _metrics_box(ax_scatter, metrics)
+    _draw_angles(ax_angle, match)
     return metrics
 
 
@@ -406,7 +408,7 @@ def render_report(model, out, *, truth=None):
     "not available" note.  Order strengths and unreliable units refer to
     the units of the moment estimate, which the refinement keeps in the
     same order.  With a truth, both networks are rescaled to unit ``w``;
-    units are matched by :func:`stream_relu.evaluate.match_units`, and a
+    units are matched by :func:`stream_relu.metrics.match_units`, and a
     fitted unit with a negative cosine is compared as ``(a, -w, -b)``.
     """
     path = os.fspath(out)
@@ -419,11 +421,11 @@ def render_report(model, out, *, truth=None):
     Figure, FigureCanvasAgg = _import_matplotlib()
 
     if isinstance(model, (str, os.PathLike)):
-        from .network import load_model
+        from . import load_model
 
         model = load_model(model)
     if truth is not None and isinstance(truth, (str, os.PathLike)):
-        from .simulate import load_truth
+        from . import load_truth
 
         truth = load_truth(os.fspath(truth))
     if truth is not None and truth.n_features != model.n_features:

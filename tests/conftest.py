@@ -1,4 +1,20 @@
-"""Shared helpers: planted networks and their exact population moments."""
+"""Shared helpers and fixtures.
+
+Helpers (import them with ``from conftest import ...``):
+
+* :func:`planted` -- the parameters ``(a, W, b)`` of a planted network, for
+  tests of the numerical core that work on raw arrays (with :func:`relu_net`
+  and :func:`population_tensor`);
+* :func:`planted_data` -- a network drawn by :func:`stream_relu.draw_network`
+  and standard-normal rows labelled by it, for tests of the public API.
+
+Fixtures:
+
+* ``make_store`` (session) -- simulated stores, written once per argument set;
+* ``local_cluster`` (module) -- a local dask cluster of two worker processes,
+  and ``dask_client`` -- a client on it for one test;
+* ``rng`` -- a seeded generator.
+"""
 
 import numpy as np
 import pytest
@@ -20,6 +36,17 @@ def relu_net(x, a, W, b):
     return np.maximum(x @ W + b, 0.0) @ a
 
 
+def planted_data(n, d, m, seed=0):
+    """``(x, y, net)``: ``net = draw_network(d, m, rng)``, then ``n`` rows ``x ~ N(0, I_d)`` and
+    noiseless labels ``y = net.predict(x)``, all from one generator seeded with ``seed``."""
+    import stream_relu as sr
+
+    rng = np.random.default_rng(seed)
+    net = sr.draw_network(d, m, rng)
+    x = rng.standard_normal((n, d))
+    return x, net.predict(x), net
+
+
 def population_tensor(a, W, b, k):
     """T_k = sum_i a_i c_k(b_i) w_i^(x)k, built by explicit outer products."""
     lam = a * relu_coefficient(k, b)
@@ -35,3 +62,59 @@ def population_tensor(a, W, b, k):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def make_store(tmp_path_factory):
+    """``make_store(d, m, n, chunk_rows, seed=0, *, noise=0.0, dtype="float32") -> (path, truth)``.
+
+    Calls :func:`stream_relu.simulate_store` once per distinct argument set in
+    the session and returns the cached path and truth afterwards.  The stores
+    are SHARED between tests: only read them; a test that writes to, appends
+    to or corrupts a store must simulate its own under ``tmp_path``.
+    """
+    import stream_relu as sr
+
+    root = tmp_path_factory.mktemp("stores")
+    cache = {}
+
+    def make(d, m, n, chunk_rows, seed=0, *, noise=0.0, dtype="float32"):
+        key = (d, m, n, chunk_rows, seed, float(noise), str(dtype))
+        if key not in cache:
+            path = str(root / "d{}-m{}-n{}-c{}-seed{}-noise{}-{}.zarr".format(*key))
+            truth = sr.simulate_store(
+                path, n_features=d, n_hidden=m, n_samples=n, seed=seed, chunk_rows=chunk_rows, noise=noise, dtype=dtype
+            )
+            cache[key] = (path, truth)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A ``distributed.LocalCluster`` of 2 worker processes x 1 thread, dashboard off, shared by a module.
+
+    The scheduler's HTTP server (which serves more than the dashboard) listens
+    on a free port, not 8787, so clusters of concurrent tests do not collide.
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def dask_client(local_cluster):
+    """A ``distributed.Client`` on :func:`local_cluster`, the default client while the test runs.
+
+    Opened and closed per test (as ``with Client(cluster) as client:`` in the
+    test body would be), so no client outlives the test that asked for it;
+    the cluster's processes are started once per module.
+    """
+    from distributed import Client
+
+    with Client(local_cluster) as client:
+        yield client

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import stream_relu as sr
+from conftest import planted_data
 from stream_relu.checkpoint import CheckpointMismatchError
 from stream_relu.data import append_rows
 
@@ -78,10 +79,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("cluster") / "s.zarr")
-    truth = sr.simulate_store(path, n_features=D, n_hidden=M, n_samples=N, seed=6, chunk_rows=CHUNK)
-    return path, truth
+def store(make_store):
+    return make_store(D, M, N, CHUNK, seed=6)
 
 
 @pytest.fixture
@@ -117,6 +116,7 @@ def _reference(store, tmp_path):
     return ref_state, (tmp_path / "ref.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_and_api_against_real_processes(store, tmp_path):
     path, truth = store
     cluster = Cluster(tmp_path, n_workers=2)
@@ -136,6 +136,7 @@ def test_cli_and_api_against_real_processes(store, tmp_path):
         cluster.close()
 
 
+@pytest.mark.slow
 def test_killed_worker_changes_nothing(store, tmp_path, slow_cluster):
     path, _ = store
     ref_state, ref_model = _reference(path, tmp_path)
@@ -158,6 +159,7 @@ def test_killed_worker_changes_nothing(store, tmp_path, slow_cluster):
     assert (tmp_path / "m.json").read_bytes() == ref_model
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_bitwise(store, tmp_path, slow_cluster):
     path, _ = store
     ref_state, ref_model = _reference(path, tmp_path)
@@ -216,12 +218,11 @@ def test_uncommitted_rows_are_not_read(store, tmp_path):
     assert opened.n_samples == 30_000 and any("committed rows" in note for note in opened.notes)
 
 
-def test_resume_refuses_another_store_or_a_changed_one(store, tmp_path):
+def test_resume_refuses_another_store_or_a_changed_one(store, tmp_path, make_store):
     path, truth = store
     state = tmp_path / "state"
     sr.fit(path, n_hidden=M, scheduler="synchronous", state=str(state), refine_model=False, progress=False)
-    other = str(tmp_path / "other.zarr")
-    sr.simulate_store(other, n_features=D + 1, n_hidden=M, n_samples=20_000, chunk_rows=CHUNK)
+    other, _ = make_store(D + 1, M, 20_000, CHUNK)
     with pytest.raises(CheckpointMismatchError, match="another store or other settings"):
         sr.fit(other, n_hidden=M, scheduler="synchronous", state=str(state), progress=False)
     with pytest.raises(CheckpointMismatchError, match="other settings"):
@@ -257,12 +258,10 @@ def test_state_with_a_single_partial_chunk(tmp_path):
     import zarr
 
     path = str(tmp_path / "small.zarr")
-    rng = np.random.default_rng(1)
-    net = sr.draw_network(3, 1, rng)
-    x = rng.standard_normal((5_000, 3))
+    x, y, _ = planted_data(5_000, 3, 1, seed=1)
     g = zarr.open_group(path, mode="w")
     g.create_array("x", shape=x.shape, chunks=(8_000, 3), dtype="f8")[...] = x  # one chunk, 5,000 of 8,000 rows
-    g.create_array("y", shape=(5_000,), chunks=(8_000,), dtype="f8")[...] = net.predict(x)
+    g.create_array("y", shape=(5_000,), chunks=(8_000,), dtype="f8")[...] = y
     state = str(tmp_path / "state")
     first = sr.fit(path, n_hidden=1, scheduler="synchronous", state=state, refine_model=False, progress=False)
     again = sr.fit(path, n_hidden=1, scheduler="synchronous", state=state, refine_model=False, progress=False)

@@ -310,6 +310,7 @@ def run_launcher(*args, interrupt_after=None, **env):
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), pids, left
 
 
+@pytest.mark.slow
 def test_local_launcher_fits_and_stops_every_process(small_store, tmp_path):
     from stream_relu import load_model
 
@@ -322,6 +323,7 @@ def test_local_launcher_fits_and_stops_every_process(small_store, tmp_path):
     assert left == []
 
 
+@pytest.mark.slow
 def test_local_launcher_stops_every_process_when_the_fit_fails(tmp_path):
     out = tmp_path / "model.json"
     result, pids, left = run_launcher(tmp_path / "missing.zarr", out, 1, "-q")
@@ -331,6 +333,7 @@ def test_local_launcher_stops_every_process_when_the_fit_fails(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_local_launcher_stops_every_process_when_interrupted(small_store, tmp_path):
     out = tmp_path / "model.json"
     result, pids, left = run_launcher(small_store, out, 1, interrupt_after="has 1 worker(s)")
@@ -339,6 +342,7 @@ def test_local_launcher_stops_every_process_when_interrupted(small_store, tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_local_launcher_over_tls(small_store, certs, tmp_path):
     out = tmp_path / "model.json"
     result, pids, left = run_launcher(small_store, out, 2, "--hidden", "2", "-q", TLS_DIR=str(certs))
@@ -561,6 +565,7 @@ def group_alive(pgid):
     return False
 
 
+@pytest.mark.slow
 def test_slurm_fit_end_to_end_with_stand_in_sbatch(slurm_config, small_store, tmp_path):
     """submit.sbatch -> submit.py -> dask-jobqueue -> sbatch; the jobs run here, the fit completes, scancel stops them."""
     from stream_relu import load_model

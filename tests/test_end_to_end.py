@@ -11,6 +11,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import stream_relu as sr
+from conftest import planted_data
 from stream_relu.cli import main
 from stream_relu.engine import DistributedRunner, SerialRunner, StoreSource, reduce_chunks
 from stream_relu.moments import GAUSS, SUBSPACE, SubspacePlan, finalize_gauss
@@ -20,16 +21,8 @@ D, M, N, CHUNK = 8, 3, 200_000, 25_000
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("e2e") / "s.zarr")
-    truth = sr.simulate_store(path, n_features=D, n_hidden=M, n_samples=N, seed=3, chunk_rows=CHUNK)
-    return path, truth
-
-
-@pytest.fixture(scope="module")
-def cluster2():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_kwargs={"dashboard": False}) as c:
-        yield c
+def store(make_store):
+    return make_store(D, M, N, CHUNK, seed=3)
 
 
 def test_cli_simulate_fit_evaluate_predict(tmp_path, store, capsys):
@@ -75,6 +68,7 @@ def test_no_refine_is_the_moment_estimate(store):
     assert result.diagnostics["stages"]["refined"] == []
 
 
+@pytest.mark.slow
 def test_numpy_and_dask_inputs_match_the_store(store):
     path, truth = store
     x, y = sr.open_store(path).read_rows(0, N)
@@ -100,33 +94,35 @@ def _bytes(state):
     return b"".join(state.sums[k].tobytes() for k in sorted(state.sums)) + str(state.count).encode()
 
 
-def test_bitwise_identical_moments_across_workers_and_threads(store, cluster2):
+@pytest.mark.slow
+def test_bitwise_identical_moments_across_workers_and_threads(store, dask_client):
     path, _ = store
     ref = [_bytes(s) for s in _pass_states(SerialRunner(), path)]
-    with Client(cluster2) as client:
-        assert [_bytes(s) for s in _pass_states(DistributedRunner(client), path)] == ref
-        # a window of 1 task changes the completion order and grouping, not the bits
-        assert [_bytes(s) for s in _pass_states(DistributedRunner(client, window=1), path)] == ref
+    assert [_bytes(s) for s in _pass_states(DistributedRunner(dask_client), path)] == ref
+    # a window of 1 task changes the completion order and grouping, not the bits
+    assert [_bytes(s) for s in _pass_states(DistributedRunner(dask_client, window=1), path)] == ref
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, scheduler_kwargs={"dashboard": False}) as c1, Client(c1) as client:
         assert [_bytes(s) for s in _pass_states(DistributedRunner(client), path)] == ref
 
 
-def test_model_file_identical_on_cluster_and_in_process(store, cluster2, tmp_path):
+@pytest.mark.slow
+def test_model_file_identical_on_cluster_and_in_process(store, dask_client, tmp_path):
     path, _ = store
-    with Client(cluster2) as client:
-        on_cluster = sr.fit(path, n_hidden=M, client=client, progress=False)
+    on_cluster = sr.fit(path, n_hidden=M, client=dask_client, progress=False)
     in_process = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
     on_cluster.model.save(tmp_path / "a.json")
     in_process.model.save(tmp_path / "b.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
 
 
-def test_fit_through_scheduler_address(store, cluster2):
+@pytest.mark.slow
+def test_fit_through_scheduler_address(store, local_cluster):
     path, truth = store
-    result = sr.fit(path, n_hidden=M, scheduler=cluster2.scheduler_address, progress=False)
+    result = sr.fit(path, n_hidden=M, scheduler=local_cluster.scheduler_address, progress=False)
     assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-10
 
 
+@pytest.mark.slow
 def test_demo_command_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "stream_relu.cli", "demo", "--samples", "100000", "--features", "6", "--hidden", "2",
@@ -157,9 +153,8 @@ def test_general_gaussian_inputs_from_a_truth_file(tmp_path):
     assert metrics["rel_test_mse"] < 1e-10 and metrics["max_angle_deg"] < 1e-3
 
 
-def test_streamed_refinement_passes(tmp_path):
-    path = str(tmp_path / "s.zarr")
-    truth = sr.simulate_store(path, n_features=4, n_hidden=2, n_samples=40_000, seed=2, chunk_rows=10_000)
+def test_streamed_refinement_passes(make_store):
+    path, truth = make_store(4, 2, 40_000, 10_000, seed=2)
     result = sr.fit(path, n_hidden=2, scheduler="synchronous", refine_passes=True, refine_maxiter=300, progress=False)
     assert result.model.provenance["rows_used"]["refinement"] == [{"rows": 40_000, "streamed": True}]
     assert result.diagnostics["stages"]["refined"][0]["rel_mse_end"] < result.diagnostics["stages"]["moment"]["rel_mse_train"]
@@ -167,11 +162,9 @@ def test_streamed_refinement_passes(tmp_path):
 
 
 def test_warns_outside_the_envelope(caplog):
-    rng = np.random.default_rng(4)
-    net = sr.draw_network(6, 2, rng)
-    x = rng.standard_normal((20_000, 6))
+    x, y, _ = planted_data(20_000, 6, 2, seed=4)
     with caplog.at_level("WARNING", logger="stream_relu"):
-        result = sr.fit(x, net.predict(x), n_hidden=2, progress=False)
+        result = sr.fit(x, y, n_hidden=2, progress=False)
     assert any("rows for d = 6, m = 2" in w for w in result.diagnostics["warnings"])
     assert "are needed" in caplog.text
 
@@ -179,10 +172,8 @@ def test_warns_outside_the_envelope(caplog):
 def test_linear_and_dead_units_land_in_the_affine_term():
     # b = 4: relu(t + 4) = t + 4 but with probability 3e-5; b = -4: dead. Orders >= 2 cannot
     # see either at this n, so the width is 2 and the affine term carries a_0 (w_0, b_0).
-    rng = np.random.default_rng(8)
-    net = sr.draw_network(6, 4, rng)
+    x, _, net = planted_data(400_000, 6, 4, seed=8)
     net = sr.ReluNetwork(net.a, net.W, [4.0, -4.0, net.b[2], net.b[3]], np.zeros(6), 0.0)
-    x = rng.standard_normal((400_000, 6))
     result = sr.fit(x, net.predict(x), progress=False)
     assert result.diagnostics["width"]["chosen"] == 2
     # residual nonlinearity of the folded units: E[relu(-t - 4)^2] ~ 1e-5 relative

@@ -149,3 +149,16 @@ def test_open_runner_choices(xy):
     with pytest.raises(ClusterError, match="cannot connect to the dask scheduler"):
         with open_runner(object(), client=None, scheduler="nosuchprotocol://127.0.0.1:1"):
             pass
+
+
+def test_distributed_runner_uses_its_own_client_not_the_default(xy):
+    from distributed import Client, LocalCluster
+
+    from stream_relu.engine import DistributedRunner
+
+    x, y = xy
+    source = ArraySource(x, y, CHUNK)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            red = reduce_chunks(source, GAUSS, None, DistributedRunner(client))
+    assert red.state == _plain_fold(x, y, CHUNK)

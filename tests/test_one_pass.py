@@ -4,26 +4,23 @@ import shutil
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 import stream_relu as sr
-import stream_relu.api as api
+import stream_relu.settings as settings
 from stream_relu.data import append_rows
 
 D, M, N, CHUNK = 8, 3, 200_000, 12_500
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("onepass") / "s.zarr")
-    truth = sr.simulate_store(path, n_features=D, n_hidden=M, n_samples=N, seed=5, chunk_rows=CHUNK)
-    return path, truth
+def store(make_store):
+    return make_store(D, M, N, CHUNK, seed=5)
 
 
 @pytest.fixture
 def small_pilot(monkeypatch):
     # Stores of the test suite are small: a pilot of the first 2 of the 16 chunks.
-    monkeypatch.setattr(api, "PILOT_MIN_ROWS", 25_000)
+    monkeypatch.setattr(settings, "PILOT_MIN_ROWS", 25_000)
 
 
 def test_one_pass_agrees_with_two_passes(store, small_pilot):
@@ -32,7 +29,7 @@ def test_one_pass_agrees_with_two_passes(store, small_pilot):
     two = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False, two_pass=True)
     assert one.run["data_passes"] == 1 and one.run["pilot_chunks"] == 2
     assert two.run["data_passes"] == 2 and two.run["pilot_chunks"] == 0
-    assert one.run["pilot_span_sine"] < api.PILOT_MAX_SIN
+    assert one.run["pilot_span_sine"] < settings.PILOT_MAX_SIN
     assert one.diagnostics["moments"]["data_passes"] == 1
     # Moment stage: both read every row for every moment; they differ by the
     # control variates' constants and float32 rounding, far below the
@@ -49,17 +46,16 @@ def test_one_pass_agrees_with_two_passes(store, small_pilot):
 
 def test_poor_pilot_is_followed_by_a_second_pass(store, small_pilot, monkeypatch):
     path, truth = store
-    monkeypatch.setattr(api, "PILOT_MAX_SIN", 0.0)
+    monkeypatch.setattr(settings, "PILOT_MAX_SIN", 0.0)
     result = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
     assert result.run["data_passes"] == 2 and result.run["pilot_chunks"] == 2
     assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-10
 
 
-def test_one_pass_model_file_identical_on_cluster_and_in_process(store, small_pilot, tmp_path):
+@pytest.mark.slow
+def test_one_pass_model_file_identical_on_cluster_and_in_process(store, small_pilot, tmp_path, dask_client):
     path, _ = store
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_kwargs={"dashboard": False}) as c:
-        with Client(c) as client:
-            on_cluster = sr.fit(path, n_hidden=M, client=client, progress=False)
+    on_cluster = sr.fit(path, n_hidden=M, client=dask_client, progress=False)
     in_process = sr.fit(path, n_hidden=M, scheduler="synchronous", progress=False)
     assert on_cluster.run["data_passes"] == 1
     on_cluster.model.save(tmp_path / "a.json")

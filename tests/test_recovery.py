@@ -90,7 +90,8 @@ def test_jennrich_and_moment_fit_on_exact_tensors():
     a0, b0 = unit_parameters(dec.lams)
     # perturb the start, then the moment-space fit returns to the truth
     rng = np.random.default_rng(3)
-    a1, b1, V1, info = moment_fit(tensors, a0 * 1.05, b0 + 0.05, dec.V + 0.05 * rng.standard_normal(dec.V.shape))
+    fit = moment_fit(tensors, a0 * 1.05, b0 + 0.05, dec.V + 0.05 * rng.standard_normal(dec.V.shape))
+    a1, b1, V1, info = fit.a, fit.b, fit.V, fit.info
     assert info["loss_end"] < 1e-12
     idx = np.argmax(np.abs(V.T @ V1), axis=1)
     np.testing.assert_allclose(np.abs(np.sum(V * V1[:, idx], axis=0)), 1.0, atol=1e-7)
@@ -119,7 +120,8 @@ def test_canonical_flips_keep_the_function():
     rng = np.random.default_rng(6)
     a, W, b = planted(5, 3, seed=6)
     u, c = rng.standard_normal(5), 0.3
-    W2, b2, u2, c2, flipped = canonical_flips(a, W, b, u - a[0] * W[:, 0], c - a[0] * b[0])
+    o = canonical_flips(a, W, b, u - a[0] * W[:, 0], c - a[0] * b[0])
+    W2, b2, u2, c2, flipped = o.W, o.b, o.u, o.c, o.flipped
     x = rng.standard_normal((100, 5))
     before = relu_net(x, a, W, b) + x @ (u - a[0] * W[:, 0]) + c - a[0] * b[0]
     after = relu_net(x, a, W2, b2) + x @ u2 + c2

@@ -16,11 +16,10 @@ import stream_relu as sr
 BIN = os.path.dirname(sys.executable)
 
 
-def test_file_and_memory_urls_for_store_and_state(tmp_path):
-    plain = str(tmp_path / "s.zarr")
-    truth = sr.simulate_store(plain, n_features=4, n_hidden=2, n_samples=40_000, seed=2, chunk_rows=10_000)
+def test_file_and_memory_urls_for_store_and_state(tmp_path, make_store):
+    plain, truth = make_store(4, 2, 40_000, 10_000, seed=2)
     ref = sr.fit(plain, n_hidden=2, scheduler="synchronous", progress=False)
-    url = f"file://{tmp_path}/s.zarr"
+    url = f"file://{plain}"
     via_url = sr.fit(url, n_hidden=2, scheduler="synchronous", state=f"file://{tmp_path}/state", progress=False)
     np.testing.assert_array_equal(via_url.model.W, ref.model.W)
     again = sr.fit(url, n_hidden=2, scheduler="synchronous", state=f"file://{tmp_path}/state", progress=False)
@@ -62,10 +61,10 @@ def _self_signed(tmp_path):
     return str(cert_path), str(key_path)
 
 
-def test_tls_cluster_with_self_signed_certificates(tmp_path):
+@pytest.mark.slow
+def test_tls_cluster_with_self_signed_certificates(tmp_path, make_store):
     cert, key = _self_signed(tmp_path)
-    store = str(tmp_path / "s.zarr")
-    truth = sr.simulate_store(store, n_features=4, n_hidden=2, n_samples=40_000, seed=3, chunk_rows=10_000)
+    store, truth = make_store(4, 2, 40_000, 10_000, seed=3)
     env = dict(os.environ)
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
     # dask's own configuration: every connection of the client must be TLS with these files

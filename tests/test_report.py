@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import stream_relu as sr  # noqa: E402
-from stream_relu.evaluate import match_units  # noqa: E402
+from conftest import planted_data  # noqa: E402
+from stream_relu import match_units  # noqa: E402
 from stream_relu.report import render_report  # noqa: E402
 
 D, M, N = 5, 2, 50_000
@@ -32,10 +33,8 @@ TRUTH_PANELS = [
 
 @pytest.fixture(scope="module")
 def fitted():
-    rng = np.random.default_rng(7)
-    net = sr.draw_network(D, M, rng)
-    x = rng.standard_normal((N, D))
-    result = sr.fit(x, net.predict(x), n_hidden=M, progress=False)
+    x, y, net = planted_data(N, D, M, seed=7)
+    result = sr.fit(x, y, n_hidden=M, progress=False)
     truth = sr.Truth(net, np.zeros(D), np.eye(D))
     return result.model, truth
 
@@ -93,7 +92,8 @@ def test_report_with_truth_adds_recovered_vs_true(tmp_path, fitted):
     _check_panels(fig, PANELS + TRUTH_PANELS)
     scatter, angles = fig.axes[3], fig.axes[4]
 
-    rows, cols, cos = match_units(truth.network.W, model.W)
+    match = match_units(truth.network, model)
+    rows = match.rows
     points = {c.get_label(): c.get_offsets() for c in scatter.collections}
     assert set(points) == {"a (output weight)", "b (bias)"}
     assert all(len(p) == rows.size for p in points.values())

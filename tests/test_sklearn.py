@@ -151,7 +151,7 @@ def test_affine_fallback_on_tiny_dask_data():
 def test_invalid_input_raises():
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
-    with pytest.raises(ValueError, match="n_hidden=4 is larger than n_features=3"):
+    with pytest.raises(ValueError, match="--hidden 4 is larger than n_features = 3"):
         ReluNetworkRegressor(n_hidden=4).fit(x, y)
     with pytest.raises(ValueError, match="n_hidden must be"):
         ReluNetworkRegressor(n_hidden=0).fit(x, y)

@@ -24,6 +24,7 @@ def test_tutorial_has_commands_for_each_step():
     assert "Client(" in text and "load_model" in text
 
 
+@pytest.mark.slow
 def test_tutorial_runs(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     pytest.importorskip("sklearn")

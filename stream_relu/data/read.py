@@ -542,7 +542,7 @@ class SampleStore:
         Parameters
         ----------
         index : int
-            Chunk index, ``0 <= index < n_chunks``.
+            As for :meth:`chunk_bounds`.
 
         Returns
         -------
@@ -695,12 +695,7 @@ def open_store(url, *, x="x", y="y", storage_options=None):
     Returns
     -------
     SampleStore
-
-    Raises
-    ------
-    StoreNotFoundError
-        The store or one of its arrays does not exist.
-    StoreFormatError
-        The arrays have the wrong shape or dtype.
+        Opened read-only; :meth:`StoreSpec.open` says what it raises (a
+        missing store or array, wrong shapes or dtypes).
     """
     return StoreSpec.make(url, x=x, y=y, storage_options=storage_options).open()

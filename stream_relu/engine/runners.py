@@ -97,7 +97,7 @@ class DistributedRunner:
         # released keys may still be being forgotten) never reuses one.
         token = tokenize(source, options, uuid.uuid4().hex)
         prefix = f"stream-relu-{kernel.name}-{getattr(plan, 'key', 'none')}-{token}"
-        pending = as_completed()
+        pending = as_completed(loop=self.client.loop)  # this client, default or not
         futures = {}
         queue = iter(order)
 

@@ -15,10 +15,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import DataError
+from ..settings import NONFINITE_POLICIES
 
 __all__ = ["NONFINITE_POLICIES", "ChunkOptions", "ChunkResult", "run_chunk", "apply_kernel"]
-
-NONFINITE_POLICIES = ("error", "skip")
 
 
 @dataclass(frozen=True)

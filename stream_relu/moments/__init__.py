@@ -35,6 +35,7 @@ from .gauss import (  # noqa: F401
     GaussPlan,
     Normality,
     affine_least_squares,
+    refreshed_affine_moments,
     finalize_gauss,
     gauss_chunk,
     normality_statistics,
@@ -68,4 +69,5 @@ __all__ = [
     "JointMoments",
     "AffineFit",
     "affine_least_squares",
+    "refreshed_affine_moments",
 ]

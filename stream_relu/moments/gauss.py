@@ -20,7 +20,7 @@ The constant part of ``y`` drops out of ``T_2`` exactly because the sample
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from math import isfinite
 
 import numpy as np
@@ -476,10 +476,13 @@ class AffineFit:
     ----------
     coef : ndarray of shape (n_features,)
     intercept : float
+    n_rows : int
+        Rows summed.
     """
 
     coef: np.ndarray
     intercept: float
+    n_rows: int = 0
 
 
 def affine_least_squares(state, rcond=1e-10, plan=None):
@@ -522,4 +525,20 @@ def affine_least_squares(state, rcond=1e-10, plan=None):
     intercept = ybar - float(mean @ u)
     if plan is not None:
         intercept = intercept + plan.shift_y - float(plan.shift_x @ u)
-    return AffineFit(u, intercept)
+    return AffineFit(u, intercept, n)
+
+
+def refreshed_affine_moments(gauss, state):
+    """``gauss`` with ``T_0``, ``T_1`` and ``Var(y)`` re-estimated from every row of ``state``.
+
+    ``T_1 = A (E[y x] - mu E[y])`` in ``gauss``'s whitening ``(mu, A)``, so
+    it lives in the same coordinates as subspace moments planned from
+    ``gauss``, while the orders 0 and 1 (which settle the units' signs) use
+    all the rows of ``state`` (an unshifted ``gauss`` state).
+    """
+    n = state.count
+    s = state.sums
+    ybar = float(s["y"]) / n
+    T1 = gauss.whitener @ (s["yx"] / n - gauss.mean * ybar)
+    var_y = max(float(s["yy"]) / n - ybar * ybar, 0.0)
+    return replace(gauss, T0=ybar, T1=T1, var_y=var_y)

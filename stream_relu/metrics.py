@@ -12,37 +12,86 @@ Imports numpy and scipy only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["evaluate", "match_units"]
+__all__ = ["evaluate", "match_units", "UnitMatch"]
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    a: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
 
 
 def _unit_normalize(net):
     s = np.linalg.norm(net.W, axis=0)
     s = np.where(s > 0, s, 1.0)
-    return net.a * s, net.W / s, net.b / s
+    return _Scaled(net.a * s, net.W / s, net.b / s)
 
 
-def match_units(W_true, W_fit):
-    """Hungarian matching on ``|cos|``.
+@dataclass(frozen=True)
+class UnitMatch:
+    """Units of a truth matched to a fitted network's, both rescaled to unit ``w``.
 
-    Parameters
+    Attributes
     ----------
-    W_true : ndarray of shape (d, m)
-    W_fit : ndarray of shape (d, k)
-        Unit columns.
-
-    Returns
-    -------
     rows, cols : ndarray of int
         Matched pairs ``(true unit, fitted unit)``.
     cos : ndarray
         Signed cosines of the matched pairs.
+    a_true, b_true : ndarray
+        The true units' ``a`` and ``b`` in the matched order.
+    a_fit, b_fit : ndarray
+        The fitted units' ``a`` and ``b`` (``b`` negated where ``cos < 0``).
+    n_true, n_fit : int
+        Units in each network.
     """
-    C = W_true.T @ W_fit
+
+    rows: np.ndarray
+    cols: np.ndarray
+    cos: np.ndarray
+    a_true: np.ndarray
+    b_true: np.ndarray
+    a_fit: np.ndarray
+    b_fit: np.ndarray
+    n_true: int
+    n_fit: int
+
+    @property
+    def sign(self):
+        """-1 where the fitted unit is compared as ``(a, -w, -b)``, else 1."""
+        return np.where(self.cos < 0, -1.0, 1.0)
+
+    @property
+    def angle_deg(self):
+        """Angle between the matched directions, up to sign, in degrees."""
+        return np.degrees(np.arccos(np.clip(np.abs(self.cos), 0.0, 1.0)))
+
+
+def match_units(truth, model):
+    """Hungarian matching of units on ``|cos(w_i, w_hat_j)|``.
+
+    Parameters
+    ----------
+    truth : ReluNetwork
+        The planted network.
+    model : ReluNetwork
+        The fitted network.
+
+    Returns
+    -------
+    UnitMatch
+    """
+    t, f = _unit_normalize(truth), _unit_normalize(model)
+    C = t.W.T @ f.W
     rows, cols = linear_sum_assignment(-np.abs(C))
-    return rows, cols, C[rows, cols]
+    cos = C[rows, cols]
+    sign = np.where(cos < 0, -1.0, 1.0)
+    return UnitMatch(rows, cols, cos, t.a[rows], t.b[rows], f.a[cols], sign * f.b[cols], t.a.size, f.a.size)
 
 
 def evaluate(model, truth, *, n_test=200_000, seed=20211206):
@@ -70,13 +119,9 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
         raise ValueError(
             f"the model has {model.n_features} features but the truth has {truth.n_features}"
         )
-    a_t, W_t, b_t = _unit_normalize(truth.network)
-    a_f, W_f, b_f = _unit_normalize(model)
-    rows, cols, cos = match_units(W_t, W_f)
-    sign = np.where(cos < 0, -1.0, 1.0)
-    angle = np.degrees(np.arccos(np.clip(np.abs(cos), 0.0, 1.0)))
-    b_err = np.abs(b_t[rows] - sign * b_f[cols])
-    a_err = np.abs(a_t[rows] - a_f[cols]) / np.abs(a_t[rows])
+    match = match_units(truth.network, model)
+    b_err = np.abs(match.b_true - match.b_fit)
+    a_err = np.abs(match.a_true - match.a_fit) / np.abs(match.a_true)
     x, f_true = truth.sample(np.random.default_rng(seed), n_test)
     f_fit = model.predict(x)
     var_f = float(np.var(f_true))
@@ -86,12 +131,12 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
         return float(np.max(v)) if v.size else 0.0
 
     return {
-        "n_hidden_true": int(a_t.size),
-        "n_hidden_fitted": int(a_f.size),
-        "max_angle_deg": worst(angle),
+        "n_hidden_true": int(match.n_true),
+        "n_hidden_fitted": int(match.n_fit),
+        "max_angle_deg": worst(match.angle_deg),
         "max_abs_b_err": worst(b_err),
         "max_rel_a_err": worst(a_err),
-        "unmatched_true": int(a_t.size - rows.size),
-        "unmatched_fitted": int(a_f.size - cols.size),
+        "unmatched_true": int(match.n_true - match.rows.size),
+        "unmatched_fitted": int(match.n_fit - match.cols.size),
         "rel_test_mse": rel_mse,
     }
