@@ -22,7 +22,7 @@ from .metrics import evaluate, match_units  # noqa: E402
 from .incremental import Estimate, MomentAccumulator  # noqa: E402
 from .network import ReluNetwork, load_model, to_jsonable  # noqa: E402
 from .recovery import UNRELIABLE_STRENGTH  # noqa: E402
-from .settings import DataPolicy, FitSettings, RefineSettings  # noqa: E402
+from .settings import DataPolicy, FitSettings, LocalClusterSettings, RefineSettings  # noqa: E402
 from .simulate import Truth, draw_network, load_truth, simulate_store  # noqa: E402
 from .report import render_report  # noqa: E402  (last: it imports names defined above)
 
@@ -40,6 +40,7 @@ __all__ = [
     "DataPolicy",
     "RefineSettings",
     "FitSettings",
+    "LocalClusterSettings",
     "ReluNetwork",
     "load_model",
     "evaluate",

@@ -27,7 +27,16 @@ from threadpoolctl import threadpool_limits
 from . import __version__
 from .data import StoreSpec
 from .diagnostics import FitDiagnostics, data_warnings, envelope_warnings
-from .engine import ArraySource, ChunkOptions, DaskArraySource, StoreSource, is_dask_array, open_runner, reduce_chunks
+from .engine import (
+    ArraySource,
+    ChunkOptions,
+    DaskArraySource,
+    StoreSource,
+    is_dask_array,
+    open_client,
+    open_runner,
+    reduce_chunks,
+)
 from .errors import DataError, InputError, StoreFormatError
 from .moments import GAUSS, AffineFit, affine_least_squares
 from .network import ReluNetwork, to_jsonable
@@ -187,6 +196,7 @@ def fit(
     state=None,
     two_pass=False,
     progress=True,
+    local_cluster=None,
 ):
     """Learn ``f(x) = sum_i a_i relu(<w_i, x> + b_i) + <u, x> + c`` from samples.
 
@@ -250,6 +260,10 @@ def fit(
         disagrees with the pilot.
     progress : bool
         Report progress on stderr.
+    local_cluster : LocalClusterSettings, optional
+        Size of the local cluster started when neither ``client`` nor
+        ``scheduler`` says where to run (default: dask config
+        ``stream-relu.local-cluster.*``, else one single-threaded worker per core).
 
     Returns
     -------
@@ -271,15 +285,18 @@ def fit(
     rng = np.random.default_rng(random_state)
     # BLAS pinned to one thread in the driver too: the recovery and the
     # refinement then give the same bits whatever the machine's core count.
-    with open_runner(inputs.source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+    runner_cm = open_runner(inputs.source, client, scheduler, local_cluster)
+    with runner_cm as runner, threadpool_limits(limits=1, user_api="blas"):
         folder = None if state is None else state_folder(state, inputs.store, policy)
         passes = moment_passes(PassContext(inputs.source, runner, folder, progress, nonfinite), n_hidden, two_pass=two_pass)
         timings = dict(passes.timings)
         t0 = time.perf_counter()
+        log.info("decomposing the moments (%d units)", passes.width.n_hidden)
         moment = recover_stage(passes.first.gauss, passes.sub, rng)
         timings["recovery_s"] = time.perf_counter() - t0
+        log.info("recovered %d units in %.1f s", moment.params.n_hidden, timings["recovery_s"])
         t0 = time.perf_counter()
-        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how)
+        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how, progress)
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     return _fit_result(inputs, request, passes, moment, refinement, timings)
@@ -380,6 +397,8 @@ def predict_store(
     overwrite=False,
     storage_options=None,
     nonfinite="propagate",
+    scheduler=None,
+    local_cluster=None,
 ):
     """Score a store out of core: ``model.predict(x)`` chunk by chunk, into array ``y_pred`` of a new store.
 
@@ -397,7 +416,7 @@ def predict_store(
     x_name, y_name : str
         Array names in the input store.
     client : dask.distributed.Client, optional
-        Where to run; the local threaded scheduler when omitted.
+        Where to run.
     overwrite : bool
         Replace an existing store at ``out``.
     storage_options : dict, optional
@@ -405,6 +424,12 @@ def predict_store(
     nonfinite : {"propagate", "error"}
         Rows of ``x`` holding NaN or infinity: predict NaN for them, or
         raise :class:`~stream_relu.DataError` naming the chunk.
+    scheduler : str, optional
+        Without ``client``: dask's threads in this process (None, the
+        default), ``"synchronous"``, ``"local"`` (a local cluster) or a
+        scheduler address.
+    local_cluster : LocalClusterSettings, optional
+        Size of the local cluster for ``scheduler="local"``.
 
     Returns
     -------
@@ -431,7 +456,11 @@ def predict_store(
             dask.delayed(_predict_chunk, pure=False)(source, i, model, out_spec, check_finite)
             for i in range(source.n_chunks)
         ]
-    results = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks, scheduler="threads")
+    with open_client(client, scheduler, local_cluster) as c:
+        if c is not None:
+            results = c.gather(c.compute(tasks))
+        else:
+            results = dask.compute(*tasks, scheduler="synchronous" if scheduler == "synchronous" else "threads")
     if out is None:
         return np.concatenate(results) if results else np.zeros(0)
     return int(sum(results))
@@ -489,6 +518,7 @@ def check(
     nonfinite="error",
     missing_chunks="error",
     progress=True,
+    local_cluster=None,
 ):
     """Run every validation of :func:`fit` over a store without fitting.
 
@@ -502,7 +532,7 @@ def check(
     ----------
     store : str
         Path or URL of the store.
-    x_name, y_name, storage_options, client, scheduler, nonfinite, missing_chunks, progress
+    x_name, y_name, storage_options, client, scheduler, nonfinite, missing_chunks, progress, local_cluster
         As for :func:`fit`.
     n_hidden : int, optional
         The width you intend to fit (for the rows-needed estimate).
@@ -519,7 +549,7 @@ def check(
     policy = DataPolicy(x_name, y_name, DEFAULT_CHUNK_ROWS, storage_options, nonfinite, missing_chunks)
     inputs = open_input(store, None, policy)
     source, opened = inputs.source, inputs.store
-    with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
+    with open_runner(source, client, scheduler, local_cluster) as runner, threadpool_limits(limits=1, user_api="blas"):
         first = first_pass(PassContext(source, runner, None, progress, nonfinite), collect_errors=True)
     warnings = list(first.warnings)
     stats = {

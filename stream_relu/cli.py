@@ -9,10 +9,15 @@ traceback unless ``--debug``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import shlex
+import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import __version__, to_jsonable
@@ -93,6 +98,15 @@ def cmd_simulate(args):
     return 0
 
 
+def _cluster(args):
+    """The local cluster's size from the sizing flags (dask config ``stream-relu.local-cluster.*`` otherwise)."""
+    from . import LocalClusterSettings
+
+    return LocalClusterSettings.from_config(
+        n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit
+    )
+
+
 def _reading(args):
     """The options ``fit`` and ``check`` share: array names, where to run, bad rows, progress."""
     return {
@@ -103,10 +117,60 @@ def _reading(args):
         "nonfinite": args.nonfinite,
         "missing_chunks": args.missing_chunks,
         "progress": not args.quiet,
+        "local_cluster": _cluster(args),
     }
 
 
-def _fit(args, store):
+def _refuse_existing(path, overwrite):
+    """The overwrite rule of every command that writes: an existing output needs ``--overwrite``."""
+    if not overwrite and Path(path).exists():
+        raise InputError(f"{path} already exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def _output_lock(out):
+    """Refuse a second fit writing the same model file (and its default state folder) at the same time."""
+    lock = Path(f"{out}.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            pid = int(lock.read_text().strip() or 0) if lock.exists() else 0
+            if pid and _alive(pid):
+                raise InputError(
+                    f"another stream-relu fit (pid {pid}) is writing {out}; wait for it to finish, "
+                    f"or remove {lock} if no such process runs"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a fit that died
+    else:
+        raise InputError(f"cannot take the lock {lock}")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _state_for(args):
+    """The state folder of a fit: ``--state``, none with ``--no-state``, else ``OUT.state`` (removed after success)."""
+    if args.no_state:
+        return None
+    return args.state or f"{args.out}.state"
+
+
+def _fit(args, store, state):
     from . import fit
 
     return fit(
@@ -119,7 +183,7 @@ def _fit(args, store):
         refine_target=args.refine_target,
         two_pass=args.two_pass,
         random_state=args.seed,
-        state=args.state,
+        state=state,
         **_reading(args),
     )
 
@@ -159,8 +223,14 @@ def cmd_check(args):
 
 
 def cmd_fit(args):
-    result = _fit(args, args.store)
-    result.model.save(args.out)
+    _refuse_existing(args.out, args.overwrite)
+    state = _state_for(args)
+    with _output_lock(args.out):
+        args.state_in_use = state
+        result = _fit(args, args.store, state)
+        result.model.save(args.out)
+        if state is not None and args.state is None:
+            shutil.rmtree(state, ignore_errors=True)  # the default state folder has served
     if args.json:
         diag = result.diagnostics
         summary = {
@@ -214,6 +284,7 @@ def cmd_append(args):
 def cmd_report(args):
     from . import load_model, load_truth, render_report
 
+    _refuse_existing(args.out, args.overwrite)
     truth = load_truth(args.truth) if args.truth else None
     render_report(load_model(args.model), args.out, truth=truth)
     log.info("wrote %s", args.out)
@@ -230,57 +301,83 @@ def cmd_predict(args):
         x_name=args.x,
         overwrite=args.overwrite,
         storage_options=_storage_options(args.storage_options),
+        scheduler=args.scheduler,
+        local_cluster=_cluster(args),
     )
     log.info("wrote predictions to %s (array 'y_pred')", args.out)
     return 0
 
 
 def cmd_demo(args):
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        return _demo(args, Path(args.workdir))
+    with tempfile.TemporaryDirectory(prefix="stream-relu-demo-") as tmp:  # removed afterwards
+        return _demo(args, Path(tmp))
+
+
+def _demo(args, workdir):
     from . import evaluate, fit, simulate_store
 
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="stream-relu-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     store = str(workdir / "demo.zarr")
     log.info("simulating %d samples (d=%d, m=%d) into %s", args.samples, args.features, args.hidden, store)
     truth = simulate_store(
-        store,
-        n_features=args.features,
-        n_hidden=args.hidden,
-        n_samples=args.samples,
-        seed=args.seed,
-        overwrite=True,
+        store, n_features=args.features, n_hidden=args.hidden, n_samples=args.samples, seed=args.seed, overwrite=True
     )
     log.info("fitting on a local cluster")
-    result = fit(store, n_hidden=args.hidden, progress=not args.quiet)
-    model_path = workdir / "model.json"
-    result.model.save(model_path)
+    result = fit(store, n_hidden=args.hidden, progress=not args.quiet, local_cluster=_cluster(args))
     moment = evaluate(result.moment_model, truth)
     final = evaluate(result.model, truth)
     width = max(len(k) for k in final)
-    print(f"stream_relu demo: d={args.features}, m={args.hidden}, n={args.samples}, store {store}")
+    print(f"stream_relu demo: d={args.features}, m={args.hidden}, n={args.samples}")
     print(f"{'metric':<{width}}  {'moment stage':>14}  {'refined':>14}")
     for key in final:
         fmt = (lambda v: f"{v:>14.3e}") if isinstance(final[key], float) else (lambda v: f"{v:>14}")
         print(f"{key:<{width}}  {fmt(moment[key])}  {fmt(final[key])}")
-    print(f"fit time {result.timings['total_s']:.1f} s; model written to {model_path}")
+    where = f"; model written to {workdir / 'model.json'}" if args.workdir else ""
+    if args.workdir:
+        result.model.save(workdir / "model.json")
+    print(f"fit time {result.timings['total_s']:.1f} s{where}")
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every flag's default (when it has one worth saying)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unsaid = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not unsaid and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_cluster_options(p):
+    p.add_argument(
+        "--scheduler",
+        help="where chunks are processed: a dask scheduler address (tcp://host:8786), 'local' (a local cluster) "
+        "or 'synchronous' (this process); default: a local cluster",
+    )
+    p.add_argument("--n-workers", type=_positive_int, help="local cluster: worker processes (default: one per core)")
+    p.add_argument("--threads-per-worker", type=_positive_int, help="local cluster: threads per worker (default 1)")
+    p.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. 4GiB, or 'auto' (default) or 0 (none)")
+
+
 def _add_store_options(p):
-    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
-    p.add_argument("--y", default="y", help="name of the labels array (default y)")
-    p.add_argument("--storage-options", help="fsspec options as a JSON object")
+    p.add_argument("--x", default="x", help="name of the inputs array")
+    p.add_argument("--y", default="y", help="name of the labels array")
+    p.add_argument("--storage-options", help="fsspec options as a JSON object, e.g. credentials or an S3 endpoint")
     p.add_argument(
         "--nonfinite",
         choices=("error", "skip"),
         default="error",
-        help="rows with NaN or infinity: fail naming the chunks (default) or drop them",
+        help="rows with NaN or infinity: fail naming the chunks, or drop them",
     )
     p.add_argument(
         "--missing-chunks",
         choices=("error", "fill"),
         default="error",
-        help="a chunk absent from storage: fail naming it (default) or read the fill value",
+        help="a chunk absent from storage: fail naming it, or read the fill value",
     )
 
 
@@ -288,17 +385,23 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="stream-relu",
         description="Learn depth-2 ReLU networks with biases from zarr sample stores by the method of moments.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"stream_relu {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress or information: only warnings about the result and errors"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="stream_relu's own detail (debug level) on stderr")
+    common.add_argument(
+        "--debug", action="store_true", help="tracebacks on errors, and the debug logs of dask and other libraries"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, help_text):
         return sub.add_parser(
-            name, parents=[common], help=help_text, description=help_text, epilog=EXAMPLES[name]
+            name, parents=[common], help=help_text, description=help_text, epilog=EXAMPLES[name],
+            formatter_class=_HelpFormatter,
         )
 
     p = add("simulate", "write a simulated sample store from a drawn or planted network")
@@ -308,9 +411,9 @@ def build_parser():
     p.add_argument("--samples", type=_positive_int, required=True, help="n_samples (1e6 notation accepted)")
     p.add_argument("--noise", type=float, default=0.0, help="label noise std as a fraction of std(f(x))")
     p.add_argument("--seed", type=int, default=0, help="seed of the network and the samples")
-    p.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per chunk (default 65536)")
+    p.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per chunk")
     p.add_argument("--truth", help="plant the network of this truth JSON file instead of drawing one")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="dtype of x and y in the store")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--storage-options", help="fsspec options as a JSON object")
     p.set_defaults(func=cmd_simulate)
@@ -318,8 +421,9 @@ def build_parser():
     p = add("fit", "fit a network to a store and write the model file")
     p.add_argument("store", help="path or URL of the zarr store")
     p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.add_argument("--hidden", type=_positive_int, help="number of units (estimated when omitted)")
-    p.add_argument("--scheduler", help="dask scheduler address, 'local' (default) or 'synchronous'")
+    _add_cluster_options(p)
     p.add_argument("--no-refine", action="store_true", help="return the pure moment estimate")
     p.add_argument("--refine-rows", type=_positive_int, default=250_000, help="refinement subsample rows")
     p.add_argument(
@@ -346,15 +450,17 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print a JSON summary of the fit on stdout")
     p.add_argument(
         "--state",
-        help="folder (path or URL) where progress persists: a rerun resumes, and picks up appended rows",
+        help="folder (path or URL) where progress persists and is kept: a rerun resumes, and picks up appended "
+        "rows; default: OUT.state next to the model file, removed after success (only the driver writes it)",
     )
+    p.add_argument("--no-state", action="store_true", help="keep no progress: an interrupted fit starts over")
     _add_store_options(p)
     p.set_defaults(func=cmd_fit)
 
     p = add("check", "run every validation of fit over a store, without fitting")
     p.add_argument("store", help="path or URL of the zarr store")
     p.add_argument("--hidden", type=_positive_int, help="the width you intend to fit")
-    p.add_argument("--scheduler", help="dask scheduler address, 'local' (default) or 'synchronous'")
+    _add_cluster_options(p)
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     _add_store_options(p)
     p.set_defaults(func=cmd_check)
@@ -370,8 +476,8 @@ def build_parser():
     p = add("append", "append the rows of another store, committing them only once written")
     p.add_argument("store", help="store to append to")
     p.add_argument("--from", dest="source", required=True, help="store whose rows are appended")
-    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
-    p.add_argument("--y", default="y", help="name of the labels array (default y)")
+    p.add_argument("--x", default="x", help="name of the inputs array")
+    p.add_argument("--y", default="y", help="name of the labels array")
     p.add_argument("--storage-options", help="fsspec options of STORE as a JSON object")
     p.set_defaults(func=cmd_append)
 
@@ -379,43 +485,92 @@ def build_parser():
     p.add_argument("model", help="model file")
     p.add_argument("--truth", help="store written by simulate, or a truth JSON file (adds recovered-vs-true panels)")
     p.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing image")
     p.set_defaults(func=cmd_report)
 
     p = add("predict", "score a store out of core")
     p.add_argument("model", help="model file")
     p.add_argument("store", help="path or URL of the zarr store holding x")
     p.add_argument("--out", required=True, help="zarr store to write (array y_pred)")
-    p.add_argument("--x", default="x", help="name of the inputs array (default x)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--storage-options", help="fsspec options as a JSON object")
+    p.add_argument("--x", default="x", help="name of the inputs array")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
+    p.add_argument("--storage-options", help="fsspec options as a JSON object (for both stores)")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = add("demo", "simulate a store, fit it on a local cluster, evaluate, print the table")
-    p.add_argument("--features", type=_positive_int, default=20)
-    p.add_argument("--hidden", type=_positive_int, default=6)
-    p.add_argument("--samples", type=_positive_int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", help="folder for the store and the model (a temporary one by default)")
+    p.add_argument("--features", type=_positive_int, default=20, help="n_features d of the simulated network")
+    p.add_argument("--hidden", type=_positive_int, default=6, help="n_hidden m of the simulated network")
+    p.add_argument("--samples", type=_positive_int, default=1_000_000, help="rows to simulate (1e6 notation accepted)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the network and the samples")
+    p.add_argument(
+        "--workdir", help="keep the store and the model in this folder (default: a temporary folder, removed after)"
+    )
+    p.add_argument("--n-workers", type=_positive_int, help="local cluster: worker processes (default: one per core)")
+    p.add_argument("--threads-per-worker", type=_positive_int, help="local cluster: threads per worker (default 1)")
+    p.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. 4GiB, or 'auto' (default) or 0")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+_QUIET_LIBRARIES = ("distributed", "tornado", "asyncio", "bokeh", "fsspec", "s3fs", "aiobotocore", "botocore", "urllib3")
+# API keywords named in error messages, and the flag a CLI user types instead
+_CLI_WORDING = {"pass overwrite=True": "pass --overwrite"}
+
+
+def _configure_logging(args):
+    """stream_relu's own logs at the level of -q / -v; other libraries at WARNING unless --debug."""
+    level = logging.WARNING if args.quiet else logging.DEBUG if (args.verbose or args.debug) else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    logging.getLogger("stream_relu").setLevel(level)
+    import distributed  # noqa: F401  (it configures its loggers on import; set them after)
+
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if not args.debug:
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+
+
+def _interrupted(args, argv):
+    """The one line printed on Ctrl-C: what was kept, and the command that resumes."""
+    state = getattr(args, "state_in_use", None)
+    if state is None or not Path(state).exists():
+        return f"stream-relu {args.command}: interrupted; nothing was kept"
+    n_chunks = len(list(Path(state).glob("*/chunk-*.npz"))) + len(list(Path(state).glob("*/prefix.npz")))
+    command = shlex.join(["stream-relu", *argv])
+    return (
+        f"stream-relu {args.command}: interrupted; the work done so far ({n_chunks} saved state file(s)) is kept "
+        f"in {state}; resume with: {command}"
+    )
+
+
+def _cli_wording(text):
+    for api_words, cli_words in _CLI_WORDING.items():
+        text = text.replace(api_words, cli_words)
+    return text
+
+
 def main(argv=None):
     """Entry point of ``stream-relu``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    import distributed  # noqa: F401  (it configures its loggers on import; quiet them after)
-
-    for noisy in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    _configure_logging(args)
     try:
         return args.func(args)
     except StreamReluError as exc:
         if args.debug:
             raise
-        print(f"stream-relu {args.command}: error: {exc}", file=sys.stderr)
+        print(f"stream-relu {args.command}: error: {_cli_wording(str(exc))}", file=sys.stderr)
         return next(code for cls, code in EXIT_CODES.items() if isinstance(exc, cls))
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(_interrupted(args, argv), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

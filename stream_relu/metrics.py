@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .errors import InputError
+
 __all__ = ["evaluate", "match_units", "UnitMatch"]
 
 
@@ -116,7 +118,7 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
         ``rel_test_mse``, ``n_hidden_true``, ``n_hidden_fitted``.
     """
     if model.n_features != truth.n_features:
-        raise ValueError(
+        raise InputError(
             f"the model has {model.n_features} features but the truth has {truth.n_features}"
         )
     match = match_units(truth.network, model)

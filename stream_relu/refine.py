@@ -174,7 +174,7 @@ STALL_WINDOW = 10
 STALL_RTOL = 1e-7
 
 
-def refine(objective, params, *, var_y, maxiter=2000, target=None):
+def refine(objective, params, *, var_y, maxiter=2000, target=None, on_iteration=None):
     """Minimize the squared loss with L-BFGS from ``params``.
 
     Parameters
@@ -192,6 +192,8 @@ def refine(objective, params, *, var_y, maxiter=2000, target=None):
     target : float, optional
         Stop as soon as the relative MSE is at most this (by default the
         run goes on to convergence).
+    on_iteration : callable, optional
+        ``on_iteration(iteration, rel_mse)`` after each iteration (progress).
 
     Returns
     -------
@@ -225,6 +227,8 @@ def refine(objective, params, *, var_y, maxiter=2000, target=None):
 
     def callback(_x):
         history.append(last["f"])
+        if on_iteration is not None:
+            on_iteration(len(history) - 1, last["f"])
         if target is not None and last["f"] <= target:
             raise StopIteration
         if len(history) > STALL_WINDOW and history[-1 - STALL_WINDOW] - history[-1] <= STALL_RTOL * history[-1]:

@@ -15,6 +15,13 @@
 A diagnostic absent from the model (an old or hand-written file) leaves its
 panel with a short "not available" note instead of failing.
 
+Every panel of values that can span decades (spectrum, strengths,
+refinement, angles) picks its y scale by one rule (:func:`_pick_scale`): a
+log axis when the positive values span more than a decade, or lie far below
+the top a linear axis would have; exact zeros are drawn at the log axis's
+floor.  Point and bar labels are moved apart after the figure is laid out
+(:func:`_place_labels`), so their boxes never meet.
+
 matplotlib is an optional dependency (``pip install "stream_relu[report]"``);
 it is imported when a report is drawn, never when this module is imported.
 Figures are drawn on the non-interactive Agg canvas, without pyplot, so no
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +67,15 @@ XLABEL_RECOVERED = "true value"
 YLABEL_RECOVERED = "recovered value"
 XLABEL_ANGLES = "matched pair (true unit -> fitted unit)"
 YLABEL_ANGLES = "angle between w_true and w_fit (degrees)"
+
+# The y-scale rule of every panel whose values can span decades (see _pick_scale):
+LOG_SPAN = 10.0  # log axis when the positive values' max / min exceeds this (more than a decade) ...
+LOG_FAR_BELOW = 0.01  # ... or when their max is below this fraction of the linear axis's top
+LOG_FLOOR_FACTOR = 5.0  # a log axis starts at the smallest positive value / this; zeros are drawn there
+ANGLE_LINEAR_TOP = 1.0  # a linear angle axis reaches at least this (degrees)
+
+LABEL_GAP_PT = 1.5  # the least gap between the boxes of two point or bar labels, in points
+DPI = 110  # the figure's resolution, for drawing and saving alike (labels are placed at it)
 
 NOT_AVAILABLE = "not available"
 NO_REFINEMENT = "no refinement"
@@ -115,10 +132,55 @@ def _note(ax, text):
     ax.set_yticks([])
 
 
-def _positive_floor(values, *extra):
-    """A positive lower bound for a log axis holding ``values`` and ``extra``."""
-    pool = [v for v in np.concatenate([np.ravel(values), np.asarray(extra, dtype=float)]) if np.isfinite(v) and v > 0]
-    return min(pool) if pool else 1.0
+@dataclass(frozen=True)
+class _Scale:
+    """The y scale of a panel: ``name`` ("log" or "linear") and the axis ``floor``.
+
+    Bars start at the floor, and values at or below it (exact zeros among
+    them) are drawn at it: on a linear axis the floor is 0, on a log axis
+    it is the smallest positive value divided by :data:`LOG_FLOOR_FACTOR`.
+    """
+
+    name: str
+    floor: float
+
+    def shown(self, values):
+        """``values`` raised to the floor (NaN stays NaN: a gap in a line)."""
+        return np.maximum(np.asarray(values, dtype=np.float64), self.floor)
+
+
+def _pick_scale(values, *extra, linear_top=0.0):
+    """The y scale for ``values`` and the reference lines ``extra`` (None entries skipped).
+
+    The one rule every panel follows: a log axis when the positive finite
+    values span more than a decade (max / min > :data:`LOG_SPAN`), or when
+    their max is below :data:`LOG_FAR_BELOW` times ``linear_top``, the top a
+    linear axis would have (so they would be invisible slivers on it);
+    otherwise, and when nothing is positive, a linear axis from 0.
+    """
+    pool = np.concatenate([np.ravel(np.asarray(values, dtype=np.float64)), [v for v in extra if v is not None]])
+    pool = pool[np.isfinite(pool) & (pool > 0)]
+    if pool.size == 0:
+        return _Scale("linear", 0.0)
+    lo, hi = float(pool.min()), float(pool.max())
+    if hi / lo > LOG_SPAN or hi < LOG_FAR_BELOW * linear_top:
+        return _Scale("log", lo / LOG_FLOOR_FACTOR)
+    return _Scale("linear", 0.0)
+
+
+def _set_ylim(ax, scale, hi, headroom, linear_top=0.0):
+    """Set the scale and y limits: from the floor to above ``hi``, the top ``headroom`` fraction of the axis free.
+
+    The free band (in log or linear units, as the axis) keeps legends and
+    value labels off the data; a linear axis reaches at least ``linear_top``.
+    """
+    ax.set_yscale(scale.name)
+    if scale.name == "log":
+        bottom = scale.floor
+        top = bottom * (max(hi, bottom) / bottom) ** (1.0 / (1.0 - headroom))
+    else:
+        bottom, top = 0.0, max(hi / (1.0 - headroom), linear_top)
+    ax.set_ylim(bottom, top if top > bottom else bottom + 1.0)
 
 
 def _rows_used(model):
@@ -157,10 +219,9 @@ def _draw_spectrum(ax, diag):
     threshold = _number(_get(width, "threshold"))
     chosen = _number(_get(width, "chosen"))
     chosen = None if chosen is None else int(chosen)
-    lo = _positive_floor(mags, *(v for v in (floor, threshold) if v is not None))
-    hi = max([v for v in (*mags, floor or 0.0, threshold or 0.0) if np.isfinite(v)] + [lo])
-    bottom = lo / 5.0
-    shown = np.maximum(mags, bottom)
+    scale = _pick_scale(mags, floor, threshold)
+    hi = max([v for v in (*mags, floor or 0.0, threshold or 0.0) if np.isfinite(v)])
+    shown = scale.shown(mags)
     index = np.arange(1, mags.size + 1)
     picked = index <= (chosen if chosen is not None else 0)
     above = mags > threshold if threshold is not None else np.ones(mags.size, dtype=bool)
@@ -171,8 +232,8 @@ def _draw_spectrum(ax, diag):
     )
     for mask, style, label in groups:
         if mask.any():
-            ax.bar(index[mask], shown[mask] - bottom, bottom=bottom, label=label, **style)
-    ax.set_yscale("log")
+            ax.bar(index[mask], shown[mask] - scale.floor, bottom=scale.floor, label=label, **style)
+    _set_ylim(ax, scale, hi, headroom=0.3)  # headroom for the legend
     if floor is not None and floor > 0:
         ax.axhline(floor, color="0.3", linestyle=":", label=f"noise floor ({floor:.2g})")
     if threshold is not None and threshold > 0:
@@ -181,7 +242,6 @@ def _draw_spectrum(ax, diag):
     if chosen is not None:
         how = f" ({'requested' if requested else 'estimated'})" if isinstance(requested, bool) else ""
         ax.axvline(chosen + 0.5, color="C0", linestyle="-.", linewidth=1.0, label=f"chosen width m = {chosen}{how}")
-    ax.set_ylim(bottom, hi * 10.0)  # headroom for the legend
     ax.set_xlim(0.4, mags.size + 0.6)
     if mags.size <= 30:
         ax.set_xticks(index)
@@ -212,19 +272,19 @@ def _draw_strengths(ax, diag):
         unreliable = np.flatnonzero(weak).tolist()
         source = "derived: the file does not list them"
     values = np.stack([orders[k] for k in (2, 3, 4)])
-    lo = _positive_floor(values, UNRELIABLE_STRENGTH)
-    bottom = lo / 5.0
-    shown = np.where(np.isfinite(values), np.maximum(values, bottom), bottom)
+    scale = _pick_scale(values, UNRELIABLE_STRENGTH)
+    shown = scale.shown(values)
+    shown[~np.isfinite(shown)] = scale.floor
     units = np.arange(n)
     bar_w = 0.26
     for j, k in enumerate((2, 3, 4)):
-        ax.bar(units + (j - 1) * bar_w, shown[j] - bottom, bar_w, bottom=bottom, color=f"C{j}", label=f"order {k}")
-    ax.set_yscale("log")
+        x = units + (j - 1) * bar_w
+        ax.bar(x, shown[j] - scale.floor, bar_w, bottom=scale.floor, color=f"C{j}", label=f"order {k}")
     ax.axhline(UNRELIABLE_STRENGTH, color="C3", linestyle="--", label=f"unreliable below {UNRELIABLE_STRENGTH:g}")
     for i in unreliable:
         ax.axvspan(i - 0.45, i + 0.45, color="C3", alpha=0.12, linewidth=0)
     ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylim(bottom, np.nanmax(shown) * 40.0)  # headroom for the legend and the note
+    _set_ylim(ax, scale, max(float(shown.max()), UNRELIABLE_STRENGTH), headroom=0.45)  # for the legend and its title
     if n <= 40:
         ax.set_xticks(units)
         labels = ax.set_xticklabels([f"{i}*" if i in unreliable else str(i) for i in units])
@@ -268,12 +328,12 @@ def _draw_refinement(ax, diag):
         _note(ax, f"refinement history {NOT_AVAILABLE}")
         return
     iters = np.arange(history.size)
-    floor = _positive_floor(history)
     finite = history[np.isfinite(history)]
     label = f"L-BFGS (final {finite[-1]:.2g})" if finite.size else "L-BFGS"
-    ax.plot(iters, np.maximum(history, floor), color="C0", marker="." if history.size <= 60 else None, label=label)
-    ax.set_yscale("log")
     moment = _number(_get(diag, "stages", "moment", "rel_mse_train"))
+    scale = _pick_scale(history, moment)
+    ax.plot(iters, scale.shown(history), color="C0", marker="." if history.size <= 60 else None, label=label)
+    ax.set_yscale(scale.name)
     if moment is not None and moment > 0:
         ax.axhline(moment, color="0.5", linestyle=":", label=f"moment estimate ({moment:.2g})")
     stages = _get(diag, "stages", "refined")
@@ -289,9 +349,79 @@ def _draw_refinement(ax, diag):
     ax.legend(fontsize=8, loc="lower left")
 
 
+def _label(ax, text, xy, offset, **style):
+    """A point or bar label, ``offset`` points from ``xy``; :func:`_place_labels` may move it vertically.
+
+    It stays out of the constrained layout, so moving it cannot move the
+    axes; it is drawn even when ``xy`` lies on the axes' edge.
+    """
+    ann = ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=7, annotation_clip=False, **style)
+    ann.set_in_layout(False)
+    return ann
+
+
 def _annotate_points(ax, labels, xs, ys, dy, color):
     for r, x, y in zip(labels, xs, ys):
-        ax.annotate(f"{r}", (x, y), textcoords="offset points", xytext=(4, dy), fontsize=7, color=color)
+        _label(ax, f"{r}", (x, y), (4, dy), color=color)
+
+
+def _candidate_shifts(n_labels, step_x, step_y):
+    """Shifts ``(dx, dy)`` in pixels to try for a label, nearest first (ties: no move, up, down, right, left).
+
+    Whole steps of a label's height vertically and of the widest label
+    sideways: ``2 n + 2`` each way up and down (same-height boxes each block
+    at most two vertical steps, so a clear one always exists) in up to
+    ``n / 8 + 1`` columns each side, for a crowd too tall for one column.
+    """
+    k = np.arange(-2 * n_labels - 2, 2 * n_labels + 3, dtype=np.float64)
+    j = np.arange(-(n_labels // 8) - 1, n_labels // 8 + 2, dtype=np.float64)
+    jj, kk = np.meshgrid(j, k)
+    shifts = np.column_stack([jj.ravel() * step_x, kk.ravel() * step_y])
+    # nearest first; among equals up before down, right before left (stable, so deterministic)
+    order = np.lexsort((-shifts[:, 0], -shifts[:, 1], np.hypot(shifts[:, 0], shifts[:, 1])))
+    return shifts[order]
+
+
+def _clear_shifts(box, placed, shifts, gap):
+    """Which ``shifts`` ((c, 2) pixels) keep ``box`` at least ``gap`` pixels from every box in ``placed``."""
+    if not placed:
+        return np.ones(len(shifts), dtype=bool)
+    p = np.array([[b.x0, b.y0, b.x1, b.y1] for b in placed])[None, :, :]
+    x0, y0 = box.x0 + shifts[:, :1], box.y0 + shifts[:, 1:]
+    x1, y1 = box.x1 + shifts[:, :1], box.y1 + shifts[:, 1:]
+    meet = (x0 < p[..., 2] + gap) & (p[..., 0] < x1 + gap) & (y0 < p[..., 3] + gap) & (p[..., 1] < y1 + gap)
+    return ~meet.any(axis=1)
+
+
+def _place_labels(ax, renderer):
+    """Move the point and bar labels of ``ax`` so that no two boxes meet.
+
+    Greedy and deterministic: the other texts of the axes (metrics box,
+    notes) are fixed obstacles; each label in drawing order keeps its place
+    when its box is clear of those already placed, else takes the nearest
+    clear place among whole steps of its height (up or down) and of the
+    widest label (sideways, for a crowd), inside the axes if one is.
+    """
+    from matplotlib.text import Annotation
+
+    labels = [t for t in ax.texts if isinstance(t, Annotation)]
+    if not labels:
+        return
+    placed = [t.get_window_extent(renderer) for t in ax.texts if not isinstance(t, Annotation) and t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    gap = renderer.points_to_pixels(LABEL_GAP_PT)
+    px_per_pt = renderer.points_to_pixels(1.0)
+    frame = ax.get_window_extent(renderer)
+    shifts = _candidate_shifts(len(labels), max(b.width for b in boxes) + gap, max(b.height for b in boxes) + gap)
+    for ann, box in zip(labels, boxes):
+        clear = _clear_shifts(box, placed, shifts, gap)
+        inside = (box.x0 + shifts[:, 0] >= frame.x0) & (box.x1 + shifts[:, 0] <= frame.x1)
+        inside &= (box.y0 + shifts[:, 1] >= frame.y0) & (box.y1 + shifts[:, 1] <= frame.y1)
+        pick = np.flatnonzero(clear & inside)
+        pick = pick if pick.size else np.flatnonzero(clear)
+        dx, dy = shifts[pick[0]] if pick.size else (0.0, 0.0)
+        ann.xyann = (ann.xyann[0] + dx / px_per_pt, ann.xyann[1] + dy / px_per_pt)
+        placed.append(box.translated(dx, dy))
 
 
 def _draw_recovered(ax, match):
@@ -334,7 +464,12 @@ def _metrics_box(ax, metrics):
 
 
 def _draw_angles(ax, match):
-    """The angle of each matched pair, labelled ``true->fitted`` (``*``: compared as ``(a, -w, -b)``)."""
+    """The angle of each matched pair, labelled ``true->fitted`` (``*``: compared as ``(a, -w, -b)``).
+
+    The y scale follows :func:`_pick_scale` against a 0-1 degree linear
+    axis: angles of ~1e-6 degrees get a log axis; an exact 0 is drawn at its
+    floor and labelled "0".
+    """
     ax.set_title(TITLE_ANGLES)
     ax.set_xlabel(XLABEL_ANGLES)
     ax.set_ylabel(YLABEL_ANGLES)
@@ -343,20 +478,15 @@ def _draw_angles(ax, match):
         return
     angle, sign = match.angle_deg, match.sign
     pos = np.arange(match.rows.size)
-    bars = ax.bar(pos, angle, color="C2", label="angle")
-    for rect, value in zip(bars, angle):
-        ax.annotate(
-            f"{value:.2g}",
-            (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-            textcoords="offset points",
-            xytext=(0, 2),
-            ha="center",
-            fontsize=7,
-        )
+    # ~1e-6 degree angles would be invisible on a 0-1 degree axis: the shared rule picks a log axis
+    scale = _pick_scale(angle, linear_top=ANGLE_LINEAR_TOP)
+    shown = scale.shown(angle)
+    ax.bar(pos, shown - scale.floor, bottom=scale.floor, color="C2", label="angle")
+    for x, y, value in zip(pos, shown, angle):
+        _label(ax, "0" if value == 0 else f"{value:.2g}", (x, y), (0, 2), ha="center")
     ax.set_xticks(pos)
     ax.set_xticklabels([f"{r}->{c}{'*' if s < 0 else ''}" for r, c, s in zip(match.rows, match.cols, sign)], fontsize=8)
-    # angles far below a degree are drawn on a 0-1 degree axis: the labels give the values
-    ax.set_ylim(0, max(float(angle.max()) * 1.25, 1.0))
+    _set_ylim(ax, scale, float(shown.max()), headroom=0.2, linear_top=ANGLE_LINEAR_TOP)
     if (sign < 0).any():
         ax.text(0.98, 0.98, "* compared as (a, -w, -b)", transform=ax.transAxes, ha="right", va="top", fontsize=7)
 
@@ -433,11 +563,11 @@ def render_report(model, out, *, truth=None):
     diag = model.diagnostics if isinstance(model.diagnostics, dict) else {}
 
     if truth is None:
-        fig = Figure(figsize=(17, 5.2), layout="constrained")
+        fig = Figure(figsize=(17, 5.2), dpi=DPI, layout="constrained")
         grid = fig.add_gridspec(1, 3)
         axes = [fig.add_subplot(grid[0, j]) for j in range(3)]
     else:
-        fig = Figure(figsize=(17, 10), layout="constrained")
+        fig = Figure(figsize=(17, 10), dpi=DPI, layout="constrained")
         grid = fig.add_gridspec(2, 6)
         axes = [fig.add_subplot(grid[0, 2 * j : 2 * j + 2]) for j in range(3)]
         axes += [fig.add_subplot(grid[1, 0:3]), fig.add_subplot(grid[1, 3:6])]
@@ -453,5 +583,10 @@ def render_report(model, out, *, truth=None):
         f"stream_relu model: n_features = {model.n_features}, n_hidden = {model.n_hidden}, {_rows_used(model)}",
         fontsize=13,
     )
-    fig.savefig(path, dpi=110)
+    if truth is not None:
+        fig.draw_without_rendering()  # lays the figure out: the labels are placed on the final axes
+        renderer = fig.canvas.get_renderer()
+        for ax in axes[3:]:
+            _place_labels(ax, renderer)
+    fig.savefig(path, dpi=DPI)
     return fig

@@ -20,6 +20,7 @@ __all__ = [
     "DataPolicy",
     "RefineSettings",
     "FitSettings",
+    "LocalClusterSettings",
     "check_n_hidden",
 ]
 
@@ -201,3 +202,47 @@ class FitSettings:
             },
             "seeds": {"random_state": seed if isinstance(seed, numbers.Integral) else repr(seed)},
         }
+
+
+@dataclass(frozen=True)
+class LocalClusterSettings:
+    """Size of the local cluster a fit starts when no scheduler is given.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: one per core).
+    threads_per_worker : int
+        Threads per worker (default 1: BLAS is pinned to one thread per
+        kernel call anyway, so processes use the cores best).
+    memory_limit : str or int
+        Per worker: ``"auto"`` (the machine's memory shared out), bytes, or a
+        string such as ``"4GiB"``; ``0`` or None for no limit.
+    """
+
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: object = "auto"
+
+    @classmethod
+    def from_config(cls, **overrides):
+        """Defaults from dask's config (``stream-relu.local-cluster.*``), then ``overrides`` that are not None.
+
+        Parameters
+        ----------
+        **overrides
+            ``n_workers``, ``threads_per_worker``, ``memory_limit``.
+
+        Returns
+        -------
+        LocalClusterSettings
+        """
+        import dask.config
+
+        found = {
+            "n_workers": dask.config.get("stream-relu.local-cluster.n-workers", None),
+            "threads_per_worker": dask.config.get("stream-relu.local-cluster.threads-per-worker", 1),
+            "memory_limit": dask.config.get("stream-relu.local-cluster.memory-limit", "auto"),
+        }
+        found.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**found)

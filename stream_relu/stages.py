@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import settings
-from .engine import ChunkOptions, reduce_chunks
+from .engine import ChunkOptions, StepProgress, reduce_chunks
 from .errors import RecoveryError
 from .recovery import canonical_flips, recover
 from .refine import REFINE, InMemoryObjective, Params, RefinePlan, refine
@@ -136,19 +136,31 @@ def _rel_mse(objective, params, var_y):
     return 2.0 * float(state.sums["loss"]) / (state.count * max(var_y, np.finfo(float).tiny))
 
 
+def _refine(objective, params, gauss, how, progress):
+    """One L-BFGS run on ``objective`` with a progress line per iteration (throttled)."""
+    step = StepProgress(f"refinement ({objective.used['rows']:,} rows)", how.maxiter, enabled=progress)
+    params, info = refine(
+        objective.fn, params, var_y=gauss.var_y, maxiter=how.maxiter, target=how.target,
+        on_iteration=lambda k, mse: step.update(k, f"rel MSE {mse:.3g}"),
+    )
+    step.finish(f"{info['iterations']} iterations, rel MSE {info['rel_mse_start']:.3g} -> {info['rel_mse_end']:.3g}")
+    return params, info
+
+
 def _entry(objective, info):
     """A ``stages["refined"]`` entry: the rows and the refinement's summary (its history aside)."""
     return {"rows": objective.used["rows"], **{k: v for k, v in info.items() if k != "history"}}
 
 
-def refinement_stage(source, runner, gauss, start, how):
+def refinement_stage(source, runner, gauss, start, how, progress=False):
     """Refine ``start`` (whitened coordinates in ``gauss``'s frame) as ``how`` (:class:`RefineSettings`) says.
 
     In memory, a first run uses ``how.rows`` rows; when its residual shows
     label noise (relative MSE above ``NOISY_REL_MSE``, target not reached) a
     second run uses up to ``how.rows_max`` rows (at most
     ``REFINE_MEMORY_BYTES`` of float64 inputs): the statistical error of the
-    refined parameters shrinks like ``1 / rows``.
+    refined parameters shrinks like ``1 / rows``.  ``progress`` reports the
+    iterations on stderr.
     """
     m = start.n_hidden
     objective = _streamed(source, runner, gauss) if how.passes else _in_memory(source, gauss, how.rows, m)
@@ -156,14 +168,14 @@ def refinement_stage(source, runner, gauss, start, how):
     history, rows_used = [], [objective.used]
     params = start
     if how.enabled and m > 0:
-        params, info = refine(objective.fn, start, var_y=gauss.var_y, maxiter=how.maxiter, target=how.target)
+        params, info = _refine(objective, start, gauss, how, progress)
         stages["refined"].append(_entry(objective, info))
         history += info["history"]
         rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
         noisy = info["rel_mse_end"] > settings.NOISY_REL_MSE and not info["target_reached"]
         if not how.passes and noisy and rows2 > objective.used["rows"]:
             objective = _in_memory(source, gauss, rows2, m)
-            params, info = refine(objective.fn, params, var_y=gauss.var_y, maxiter=how.maxiter, target=how.target)
+            params, info = _refine(objective, params, gauss, how, progress)
             stages["refined"].append(_entry(objective, info))
             history += info["history"]
             rows_used.append(objective.used)

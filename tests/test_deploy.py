@@ -890,7 +890,7 @@ def check_k8s_object(doc, model):
                 return problems.append(f"{path}: expected a list")
             for i, v in enumerate(value):
                 walk(v, kind[5:-1], f"{path}.{i}")
-        elif kind.startswith(("Dict[", "dict(")):
+        elif kind.startswith(("Dict[", "dict(", "dict[")):  # the spelling differs between client releases
             if not isinstance(value, dict):
                 return problems.append(f"{path}: expected a mapping")
             inner = kind[5:-1].split(",", 1)[1].strip()

@@ -14,7 +14,9 @@ pytest.importorskip("matplotlib")
 import stream_relu as sr  # noqa: E402
 from conftest import planted_data  # noqa: E402
 from stream_relu import match_units  # noqa: E402
-from stream_relu.report import render_report  # noqa: E402
+from matplotlib.text import Annotation  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+from stream_relu.report import _pick_scale, render_report  # noqa: E402
 
 D, M, N = 5, 2, 50_000
 
@@ -198,3 +200,127 @@ def test_module_import_does_not_import_matplotlib():
     code = "import sys, stream_relu.report; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# --- y scales and label placement, on synthetic truth/model pairs -------------------------------------------------
+
+
+def _pair(fitted, a, b, angles_deg, b_err=0.0):
+    """A truth and a "fitted" model with units along the axes: unit i of the fit is unit i of the truth
+    turned by ``angles_deg[i]`` degrees (exactly 0 stays exactly on the axis), with ``b`` off by ``b_err``.
+
+    The model carries the fixture's diagnostics, its order strengths edited to one entry per unit.
+    """
+    a, b, t = (np.asarray(v, dtype=np.float64) for v in (a, b, np.radians(angles_deg)))
+    m = a.size
+    d = max(D, m + 1)
+    W_true, W_fit = np.eye(d)[:, :m], np.zeros((d, m))
+    W_fit[np.arange(m), np.arange(m)] = np.cos(t)
+    W_fit[np.arange(m) + 1, np.arange(m)] = np.sin(t)
+    model, _ = fitted
+    diag = copy.deepcopy(model.diagnostics)
+    diag["recovery"]["order_strengths"] = {f"order{k}": [1000.0 / k**2] * m for k in (2, 3, 4)}
+    diag["recovery"]["unreliable_units"] = []
+    truth = sr.Truth(sr.ReluNetwork(a, W_true, b, np.zeros(d), 0.0), np.zeros(d), np.eye(d))
+    fit = sr.ReluNetwork(a, W_fit, b + b_err, np.zeros(d), 0.0, provenance=model.provenance, diagnostics=diag)
+    return fit, truth
+
+
+def _labels(ax):
+    return [t for t in ax.texts if isinstance(t, Annotation)]
+
+
+def test_pick_scale_rule():
+    # log beyond a decade, or far below the top a linear axis would have; zeros and NaN are not positive
+    assert _pick_scale([1.0, 5.0, 9.9]).name == "linear"
+    assert _pick_scale([1.0, 11.0]).name == "log"
+    assert _pick_scale([1.0, 5.0], 50.0).name == "log"  # a reference line counts
+    assert _pick_scale([2e-6, 3e-6], linear_top=1.0).name == "log"
+    assert _pick_scale([0.2, 0.5], linear_top=1.0).name == "linear"
+    assert _pick_scale([0.0, 0.0, np.nan], linear_top=1.0) == _pick_scale([]) == _pick_scale([0.0])
+    assert _pick_scale([0.0]).name == "linear" and _pick_scale([0.0]).floor == 0.0
+    log = _pick_scale([0.0, 1e-3, 1.0])
+    assert log.name == "log" and log.floor == pytest.approx(1e-3 / 5)
+    np.testing.assert_allclose(log.shown([0.0, 1e-3, np.nan]), [log.floor, 1e-3, np.nan])
+
+
+def test_tiny_angles_get_a_log_axis_with_visible_bars(tmp_path, fitted):
+    angles = [0.0, 2e-6, 3e-6, 5e-6]
+    model, truth = _pair(fitted, [1.0, -0.8, 1.2, -1.1], [0.5, -0.3, 0.1, 0.9], angles)
+    match = match_units(truth.network, model)
+    assert match.angle_deg[0] == 0.0 and np.all((match.angle_deg[1:] > 1e-6) & (match.angle_deg[1:] < 1e-5))
+    fig = render_report(model, tmp_path / "tiny.png", truth=truth)
+    ax = fig.axes[4]
+    assert ax.get_yscale() == "log"
+    bottom, top = ax.get_ylim()
+    assert 0 < bottom < match.angle_deg[1:].min() and top > match.angle_deg.max()
+    to_px = ax.transData.transform
+    for bar, angle in zip(ax.patches, match.angle_deg):
+        assert bar.get_y() == pytest.approx(bottom)  # bars start at the axis floor
+        assert bar.get_y() + bar.get_height() == pytest.approx(max(angle, bottom))
+        rise = to_px((0, bar.get_y() + bar.get_height()))[1] - to_px((0, bottom))[1]
+        assert rise > 20 if angle > 0 else rise == pytest.approx(0.0)  # visible; the exact zero at the floor
+    texts = [t.get_text() for t in _labels(ax)]
+    assert texts[0] == "0" and all(s.endswith("e-06") for s in texts[1:])
+    # the other panels follow the same rule: the fixture's values span decades
+    assert [a.get_yscale() for a in fig.axes[:3]] == ["log"] * 3
+
+
+def test_angles_within_a_decade_keep_a_linear_axis(tmp_path, fitted):
+    model, truth = _pair(fitted, [1.0, -0.8, 1.2], [0.5, -0.3, 0.1], [0.3, 0.5, 0.8])
+    fig = render_report(model, tmp_path / "linear.png", truth=truth)
+    ax = fig.axes[4]
+    assert ax.get_yscale() == "linear"
+    bottom, top = ax.get_ylim()
+    assert bottom == 0.0 and top >= 1.0
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], [0.3, 0.5, 0.8], rtol=1e-6)
+
+
+def test_narrow_strengths_and_history_get_linear_axes(tmp_path, fitted):
+    model, _ = fitted
+    diag = copy.deepcopy(model.diagnostics)
+    diag["width"] = {"t2_spectrum": [0.5, -0.3, 0.2], "chosen": 2, "noise_floor": 0.1, "threshold": 0.15}
+    diag["recovery"]["order_strengths"] = {"order2": [40.0, 30.0], "order3": [20.0, 25.0], "order4": [15.0, 12.0]}
+    diag["refinement_history"] = [0.5, 0.4, 0.35]
+    diag["stages"] = {"moment": {"rel_mse_train": 0.5}}
+    fig = render_report(dataclasses.replace(model, diagnostics=diag), tmp_path / "narrow.png")
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear"] * 3
+    assert all(ax.get_ylim()[0] == 0.0 for ax in fig.axes[:2])  # bars from 0
+
+
+def _overlapping(boxes):
+    return [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j].expanded(1.0, 1.0))]
+
+
+def _shrunk(box, px=0.25):
+    """``box`` less ``px`` pixels on each side: a tolerance for rounding."""
+    return Bbox.from_extents(box.x0 + px, box.y0 + px, box.x1 - px, box.y1 - px)
+
+
+def test_point_and_bar_labels_do_not_overlap(tmp_path, fitted):
+    # 24 units: 20 with a and b all near 1 (their points pile up on the scatter), 4 spread out; angles of
+    # nearly one size, so the value labels over neighbouring bars would collide side by side
+    rng = np.random.default_rng(3)
+    near = 1.0 + 1e-3 * rng.standard_normal(20)
+    a = np.concatenate([near, [-2.0, -1.5, 2.5, 0.2]])
+    b = np.concatenate([near[::-1] + 1e-3, [1.5, -2.0, 0.0, 2.0]])
+    angles = 3e-6 * (1.0 + 0.05 * rng.random(24))
+    model, truth = _pair(fitted, a, b, angles, b_err=1e-4)
+    fig = render_report(model, tmp_path / "crowded.png", truth=truth)
+    renderer = fig.canvas.get_renderer()
+    scatter, bars = fig.axes[3], fig.axes[4]
+    assert len(_labels(scatter)) == 48 and len(_labels(bars)) == 24
+    for ax in (scatter, bars):
+        labels = _labels(ax)
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        # drawn at one offset from their anchors, labels of one series would collide
+        anchors = ax.transData.transform([t.xy for t in labels])
+        size = np.array([[b.width, b.height] for b in boxes])
+        same = [(i, j) for i in range(len(labels)) for j in range(i) if labels[i].get_color() == labels[j].get_color()]
+        assert any(np.all(abs(anchors[i] - anchors[j]) < (size[i] + size[j]) / 2) for i, j in same)
+        # placed: no two labels meet, nor a label and the metrics box or notes of the axes
+        others = [t.get_window_extent(renderer) for t in ax.texts if t not in labels]
+        assert not _overlapping([_shrunk(b) for b in boxes])
+        assert not [(i, o) for i, b in enumerate(boxes) for o in others if _shrunk(b).overlaps(o)]
+    # across the two axes, too
+    assert not _overlapping([_shrunk(t.get_window_extent(renderer)) for ax in (scatter, bars) for t in _labels(ax)])

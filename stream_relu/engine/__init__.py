@@ -17,8 +17,8 @@ package imports no kernel module.  dask and distributed are imported lazily.
 """
 
 from .fold import ChunkReport, OrderedFold, Reduction, reduce_chunks
-from .progress import Progress
-from .runners import DaskRunner, DistributedRunner, SerialRunner, open_runner
+from .progress import Progress, StepProgress
+from .runners import DaskRunner, DistributedRunner, SerialRunner, local_cluster, open_client, open_runner
 from .sources import ArraySource, DaskArraySource, StoreSource, SubsetSource, is_dask_array
 from .tasks import NONFINITE_POLICIES, ChunkOptions, ChunkResult, apply_kernel, run_chunk
 
@@ -32,7 +32,10 @@ __all__ = [
     "DaskRunner",
     "DistributedRunner",
     "open_runner",
+    "open_client",
+    "local_cluster",
     "Progress",
+    "StepProgress",
     "OrderedFold",
     "Reduction",
     "reduce_chunks",

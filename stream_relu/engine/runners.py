@@ -11,6 +11,7 @@ needs them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 
@@ -18,7 +19,9 @@ from ..errors import ClusterError
 from .sources import ArraySource, DaskArraySource
 from .tasks import ChunkOptions, apply_kernel, run_chunk
 
-__all__ = ["SerialRunner", "DaskRunner", "DistributedRunner", "open_runner"]
+__all__ = ["SerialRunner", "DaskRunner", "DistributedRunner", "open_runner", "open_client", "local_cluster"]
+
+log = logging.getLogger("stream_relu")
 
 
 def _dask_windows(source, kernel, plan, options, order, window, compute):
@@ -130,29 +133,54 @@ def _connect(address):
         ) from None
 
 
+def _has_bokeh():
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
 @contextlib.contextmanager
-def _local_cluster():
+def local_cluster(sizing=None):
+    """A client of a local cluster of worker processes (closed on exit).
+
+    ``sizing`` (:class:`~stream_relu.settings.LocalClusterSettings`) sets
+    the workers, threads per worker and memory limit; by default one
+    single-threaded worker per core.  The dashboard listens on a free port
+    when bokeh is installed (its link is logged at debug level); workers
+    ignore Ctrl-C (:mod:`stream_relu.engine.worker_setup`).
+    """
     from distributed import Client, LocalCluster
 
+    from ..settings import LocalClusterSettings
+
+    sizing = LocalClusterSettings.from_config() if sizing is None else sizing
+    dashboard = _has_bokeh()
+    # workers log errors only (a cancelled task at Ctrl-C is not news), all of it when debugging
+    debugging = logging.getLogger("distributed").getEffectiveLevel() <= logging.DEBUG
     with LocalCluster(
-        n_workers=os.cpu_count() or 1,
-        threads_per_worker=1,
+        n_workers=sizing.n_workers or os.cpu_count() or 1,
+        threads_per_worker=sizing.threads_per_worker,
+        memory_limit=sizing.memory_limit,
         processes=True,
-        scheduler_kwargs={"dashboard": False},
+        dashboard_address=":0",
+        scheduler_kwargs={"dashboard": dashboard},
+        preload=["stream_relu.engine.worker_setup"],
+        silence_logs=logging.DEBUG if debugging else logging.ERROR,
     ) as cluster, Client(cluster) as c:
+        if dashboard:
+            log.debug("dask dashboard: %s", c.dashboard_link)
         yield c
 
 
 @contextlib.contextmanager
-def open_runner(source, client=None, scheduler=None):
+def open_runner(source, client=None, scheduler=None, cluster=None):
     """The runner for ``source``: closes whatever it started (a connection, a local cluster).
 
     In-memory arrays run in this process (arrays are never shipped in
     tasks); then a given ``client``; a scheduler address (``tcp://``,
     ``tls://``; :class:`~stream_relu.errors.ClusterError` if unreachable);
     ``"synchronous"`` in this process; dask arrays on the active dask
-    scheduler; otherwise a local cluster of one single-threaded worker
-    process per core.
+    scheduler; otherwise a :func:`local_cluster` sized by ``cluster``.
     """
     if isinstance(source, ArraySource):
         yield SerialRunner()
@@ -166,5 +194,24 @@ def open_runner(source, client=None, scheduler=None):
     elif isinstance(source, DaskArraySource):
         yield DaskRunner()
     else:
-        with _local_cluster() as c:
+        with local_cluster(cluster) as c:
             yield DistributedRunner(c)
+
+
+@contextlib.contextmanager
+def open_client(client=None, scheduler=None, cluster=None):
+    """A ``dask.distributed`` client for ``scheduler``, or None for dask's local threads / ``"synchronous"``.
+
+    A given ``client`` is used as is; a scheduler address is connected to
+    (:class:`~stream_relu.errors.ClusterError` if unreachable); ``"local"``
+    starts a :func:`local_cluster` sized by ``cluster``.  Whatever is
+    started here is closed on exit.
+    """
+    if client is not None or scheduler in (None, "synchronous"):
+        yield client
+    elif scheduler == "local":
+        with local_cluster(cluster) as c:
+            yield c
+    else:
+        with _connect(scheduler) as c:
+            yield c

@@ -51,16 +51,22 @@ class ChunkResult:
     nonfinite_rows: int = 0
     fingerprint: str | None = None
     error: str | None = None
+    exception: Exception | None = None
 
 
 def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
-    """Read chunk ``index`` of ``source`` and apply ``kernel`` (see :func:`apply_kernel`)."""
+    """Read chunk ``index`` of ``source`` and apply ``kernel`` (see :func:`apply_kernel`).
+
+    A chunk that cannot be read (:class:`~stream_relu.errors.DataError`:
+    checksum failure, missing chunk) is returned as the result's ``error``,
+    not raised: the driver's fold decides (raise it, or collect it with
+    ``options.collect_errors``), and a worker never logs an expected error
+    as a failed task with its traceback.
+    """
     try:
         x, y = source.read(index)
     except DataError as exc:
-        if options.collect_errors:
-            return ChunkResult(state=None, error=str(exc))
-        raise
+        return ChunkResult(state=None, error=str(exc), exception=exc)
     return apply_kernel(kernel, x, y, plan, options)
 
 
