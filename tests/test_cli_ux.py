@@ -146,7 +146,12 @@ def test_ctrl_c_prints_one_line_and_the_printed_command_resumes_bitwise(tmp_path
     path, _ = make_store(8, 3, 200_000, 20_000, seed=8)
     out = tmp_path / "m.json"
     cmd = [EXE, "fit", path, "--out", str(out), "--hidden", "3", "--refine-passes", "--n-workers", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
+    # A terminal's job: its own process group, SIGINT at its default even when this test runs in a
+    # background job (whose children inherit SIGINT ignored, as POSIX shells do for `cmd &`).
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = []
     for line in proc.stderr:  # interrupt once the passes are kept and the refinement runs
         seen.append(line)
@@ -154,7 +159,7 @@ def test_ctrl_c_prints_one_line_and_the_printed_command_resumes_bitwise(tmp_path
             break
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 130, "".join(seen) + rest
     assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
     lines = [ln for ln in rest.splitlines() if ln.strip() and not ln.startswith("INFO ")]
     assert len(lines) == 1 and "interrupted" in lines[0] and "resume with: " in lines[0], rest
