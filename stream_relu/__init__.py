@@ -15,6 +15,8 @@ from .errors import (  # noqa: E402
     ModelFileError,
     RecoveryError,
     StoreFormatError,
+    StorageAccessError,
+    StorageUnreachableError,
     StoreNotFoundError,
     StreamReluError,
 )
@@ -63,4 +65,6 @@ __all__ = [
     "ModelFileError",
     "RecoveryError",
     "ClusterError",
+    "StorageAccessError",
+    "StorageUnreachableError",
 ]

@@ -26,6 +26,7 @@ grow with the rows, only (slowly) with the number of chunks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -35,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from .data import missing_bucket, storage_errors
+from .errors import InputError, StoreNotFoundError
 from .moments import MomentState
 
 __all__ = ["StateFolder", "PassCheckpoint", "CheckpointMismatchError", "ChunkRecord", "Resume"]
@@ -89,7 +91,26 @@ class Resume:
 def _fs(url, storage_options=None):
     import fsspec
 
-    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    try:
+        return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    except ImportError as exc:
+        raise InputError(f"cannot use state folder '{url}': {exc}") from exc
+
+
+def _storage_calls(method):
+    """Run a method of the state folder (or of a pass in it) with storage failures mapped.
+
+    A refused access or an unreachable endpoint becomes
+    :class:`~stream_relu.errors.StorageAccessError` or
+    :class:`~stream_relu.errors.StorageUnreachableError` naming the folder.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with storage_errors(getattr(self, "folder", self).url):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _npz_bytes(arrays):
@@ -116,6 +137,17 @@ class StateFolder:
         self.url = str(url)
         self.fs, self.root = _fs(url, storage_options)
         self.identity = json.loads(json.dumps(identity))
+        bucket = missing_bucket(self.url, storage_options or {})
+        if bucket is not None:  # refused here: creating folders would create the bucket
+            raise StoreNotFoundError(
+                f"cannot use state folder '{self.url}': bucket '{bucket}' does not exist; create it or choose "
+                "another --state"
+            )
+        self._open()
+
+    @_storage_calls
+    def _open(self):
+        """Create the folder, then check its manifest against the identity (or write it)."""
         self.fs.makedirs(self.root, exist_ok=True)
         manifest = self._path("manifest.json")
         if self.fs.exists(manifest):
@@ -156,6 +188,7 @@ class StateFolder:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
+    @_storage_calls
     def passes(self):
         """Names of the pass folders present."""
         return sorted(
@@ -167,6 +200,7 @@ class StateFolder:
     def pass_checkpoint(self, kind, key):
         return PassCheckpoint(self, f"{kind}-{key}", kind, key)
 
+    @_storage_calls
     def prune(self, keep):
         """Delete pass folders whose name is not in ``keep`` (their inputs changed)."""
         for name in self.passes():
@@ -207,10 +241,12 @@ class PassCheckpoint:
             arrays = {k: npz[k] for k in npz.files}
         return MomentState.from_arrays(self.kind, self.key, arrays), meta
 
+    @_storage_calls
     def save_chunk(self, record, state):
         """Persist one completed chunk's state and its :class:`ChunkRecord`."""
         self._write(f"chunk-{record.index:09d}", state.to_arrays(), record.to_json())
 
+    @_storage_calls
     def save_prefix(self, state, k, records):
         """Persist the fold of chunks ``[0, k)`` and drop their chunk records."""
         self._write("prefix", state.to_arrays(), {"k": k, "chunks": [r.to_json() for r in records[:k]]})
@@ -220,6 +256,7 @@ class PassCheckpoint:
                 self.folder.fs.rm(name)
         self.last_prefix_write = time.monotonic()
 
+    @_storage_calls
     def load(self, chunk_rows_of):
         """Reusable progress for the current chunk layout (a :class:`Resume`).
 

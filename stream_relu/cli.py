@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__, to_jsonable
-from .errors import EXIT_CODES, DataError, InputError, StreamReluError
+from .errors import EXIT_CODES, DataError, InputError, StoreNotFoundError, StreamReluError
 
 log = logging.getLogger("stream_relu")
 
@@ -272,11 +272,13 @@ def cmd_evaluate(args):
 def cmd_append(args):
     from . import append_rows, open_store
 
-    src = open_store(args.source, x=args.x, y=args.y)
+    options = _storage_options(args.storage_options)
+    remote = "://" in str(args.source)  # a local source takes no storage options
+    src = open_store(args.source, x=args.x, y=args.y, storage_options=options if remote else None)
     total = 0
     for i in range(src.n_chunks):  # chunk by chunk: bounded memory
         x, y = src.read_chunk(i)
-        total = append_rows(args.store, x, y, x=args.x, y=args.y, storage_options=_storage_options(args.storage_options))
+        total = append_rows(args.store, x, y, x=args.x, y=args.y, storage_options=options)
     log.info("appended %d rows from %s; %s now has %d committed rows", src.n_samples, args.source, args.store, total)
     return 0
 
@@ -478,7 +480,7 @@ def build_parser():
     p.add_argument("--from", dest="source", required=True, help="store whose rows are appended")
     p.add_argument("--x", default="x", help="name of the inputs array")
     p.add_argument("--y", default="y", help="name of the labels array")
-    p.add_argument("--storage-options", help="fsspec options of STORE as a JSON object")
+    p.add_argument("--storage-options", help="fsspec options of both stores as a JSON object")
     p.set_defaults(func=cmd_append)
 
     p = add("report", "draw the fit's evidence: T_2 spectrum, per-unit order strengths, refinement, truth")
@@ -566,6 +568,11 @@ def main(argv=None):
             raise
         print(f"stream-relu {args.command}: error: {_cli_wording(str(exc))}", file=sys.stderr)
         return next(code for cls, code in EXIT_CODES.items() if isinstance(exc, cls))
+    except OSError as exc:  # a missing model or truth file, a folder that cannot be written, ...
+        if args.debug:
+            raise
+        print(f"stream-relu {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_CODES[StoreNotFoundError] if isinstance(exc, FileNotFoundError) else 1
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -18,6 +18,8 @@ __all__ = [
     "ModelFileError",
     "RecoveryError",
     "ClusterError",
+    "StorageAccessError",
+    "StorageUnreachableError",
     "EXIT_CODES",
 ]
 
@@ -54,6 +56,14 @@ class ClusterError(StreamReluError, ConnectionError):
     """The dask scheduler cannot be reached (address, TLS settings, network)."""
 
 
+class StorageAccessError(StreamReluError, PermissionError):
+    """The storage behind a store or state URL refused access (wrong or missing credentials, no permission)."""
+
+
+class StorageUnreachableError(StreamReluError, ConnectionError):
+    """The storage behind a store or state URL cannot be reached (endpoint, network, server down)."""
+
+
 # Exit status of the CLI for each error class (most specific first).
 EXIT_CODES = {
     StoreNotFoundError: 3,
@@ -62,6 +72,8 @@ EXIT_CODES = {
     ModelFileError: 6,
     RecoveryError: 7,
     ClusterError: 8,
+    StorageAccessError: 9,
+    StorageUnreachableError: 10,
     InputError: 2,
     StreamReluError: 1,
 }

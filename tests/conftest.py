@@ -118,3 +118,26 @@ def dask_client(local_cluster):
 
     with Client(local_cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 endpoint for the session: moto's server as its own process on 127.0.0.1 (``tests/s3_server.py``).
+
+    Yields an :class:`s3_server.S3Server` with ``endpoint`` (the URL),
+    ``options`` (storage options with nested ``client_kwargs``:
+    ``{"key", "secret", "client_kwargs": {"endpoint_url", "region_name"}}``),
+    ``env`` (the environment for subprocesses: dummy AWS credentials, no
+    user AWS configuration) and ``new_bucket()`` (a bucket with a unique
+    name; a test that writes should use its own).  Skips when moto or s3fs
+    is not installed (the ``test`` extra has both).
+    """
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from s3_server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.close()

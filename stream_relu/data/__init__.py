@@ -27,17 +27,20 @@ The package is split by what a module owns: :mod:`.read` inspects, opens
 and reads stores (:class:`StoreSpec`, :class:`SampleStore`,
 :func:`open_store`); :mod:`.write` creates and writes them (and the output
 arrays scores go to); :mod:`._zarr` holds the low-level helpers both share
-(the one way to open or create a group, to create an array, and to coerce
-rows to write).  This module only re-exports their public names.
+(the one way to open or create a group, to create an array, to coerce
+rows to write, and to report a remote storage that refuses the credentials
+or cannot be reached: :func:`storage_errors`, which the ``--state`` folder
+uses too).  This module only re-exports their public names.
 
-The package imports numpy, zarr and the package's errors only.
+The package imports numpy, zarr and the package's errors only (and fsspec,
+which zarr opens URLs with, lazily for URLs).
 """
 
 from __future__ import annotations
 
 # Every name the single module this package replaced offered is importable
 # from here; the names outside ``__all__`` were outside it before too.
-from ._zarr import COMMITTED_ROWS_ATTR, MISSING_CHUNK_POLICIES  # noqa: F401
+from ._zarr import COMMITTED_ROWS_ATTR, MISSING_CHUNK_POLICIES, missing_bucket, storage_errors  # noqa: F401
 from .read import SampleStore, StoreSpec, open_store
 from .write import (  # noqa: F401
     OutputSpec,

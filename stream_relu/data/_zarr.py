@@ -10,17 +10,25 @@ This module owns the few things both halves must do the same way:
   followed by a crc32c checksum, and written with ``write_empty_chunks=True``;
 * :func:`coerce_rows`: the one conversion of rows to write into the stored
   dtype and shape of a store's ``x`` and ``y``;
+* :func:`storage_errors`: the one mapping of a remote filesystem's
+  failures (refused credentials, an endpoint that cannot be reached) onto
+  :class:`~stream_relu.errors.StorageAccessError` and
+  :class:`~stream_relu.errors.StorageUnreachableError`, used around every
+  read and write (and by the ``--state`` folder);
 * the constants and the small argument checks and message helpers both
   halves use.
 
-It imports numpy, zarr and the package's errors only.
+It imports numpy, zarr and the package's errors only (fsspec, which zarr
+uses for URLs, lazily, for URLs only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import os
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +37,14 @@ import zarr.errors
 from zarr.codecs import Crc32cCodec
 from zarr.storage import MemoryStore
 
-from stream_relu.errors import InputError, StoreFormatError, StoreNotFoundError
+from stream_relu.errors import (
+    InputError,
+    StorageAccessError,
+    StorageUnreachableError,
+    StoreFormatError,
+    StoreNotFoundError,
+    StreamReluError,
+)
 
 #: Runtime configuration of every array the package writes to.
 WRITE_CONFIG = {"write_empty_chunks": True}
@@ -122,6 +137,11 @@ def local_path(url):
     return None
 
 
+def is_remote(url):
+    """Whether ``url`` names a remote filesystem (not a local path, ``file://`` or ``memory://``)."""
+    return local_path(url) is None and not url.startswith("memory://")
+
+
 def shape_str(shape):
     """``(10, 2)`` style text for a shape (always a tuple, even of length 1)."""
     return str(tuple(int(s) for s in shape))
@@ -144,6 +164,189 @@ def outer_rows(array):
     """Rows of one storage object of ``array``: its shard rows when sharded, else its chunk rows."""
     shards = getattr(array, "shards", None)
     return int(shards[0] if shards is not None else array.chunks[0])
+
+
+# ---------------------------------------------------------------------------
+# failures of remote storage
+# ---------------------------------------------------------------------------
+
+#: Exception classes (by module and name, anywhere in an exception's MRO) that
+#: mean the storage refused the credentials; the libraries are never imported here.
+_ACCESS_CLASSES = {
+    ("botocore.exceptions", "NoCredentialsError"),
+    ("botocore.exceptions", "PartialCredentialsError"),
+    ("botocore.exceptions", "CredentialRetrievalError"),
+}
+
+#: ... and those that mean the endpoint could not be reached (botocore's
+#: EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
+#: ConnectionClosedError, ProxyConnectionError, SSLError; aiohttp's
+#: connection errors).
+_UNREACHABLE_CLASSES = {
+    ("botocore.exceptions", "ConnectionError"),
+    ("botocore.exceptions", "HTTPClientError"),
+    ("aiohttp.client_exceptions", "ClientConnectionError"),
+}
+
+#: protocols whose first path component is a bucket (or container)
+_BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+
+def _status_code(exc):
+    """The HTTP status of a botocore ``ClientError`` (its ``response``), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _storage_kind(exc):
+    """``"access"``, ``"unreachable"`` or None: what a storage library's exception means."""
+    names = {(cls.__module__, cls.__name__) for cls in type(exc).__mro__}
+    if names & _ACCESS_CLASSES or isinstance(exc, PermissionError) or _status_code(exc) in (401, 403):
+        return "access"
+    if names & _UNREACHABLE_CLASSES or isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return "unreachable"
+    return None
+
+
+def _one_line(exc):
+    """An exception's text on one line, shortened, or its class name when it has none."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def storage_error(exc, url):
+    """The package's error for a storage library's exception ``exc`` met at ``url``, or None.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What fsspec, s3fs, botocore, aiohttp or the OS raised.
+    url : str
+        The store or folder being used, for the message.
+
+    Returns
+    -------
+    StorageAccessError or StorageUnreachableError or None
+        None when ``exc`` is neither a refused access nor an unreachable
+        endpoint.
+    """
+    kind = _storage_kind(exc)
+    if kind == "access":
+        return StorageAccessError(
+            f"access to '{url}' was refused ({_one_line(exc)}); check the credentials ('key' and "
+            "'secret' in the storage options, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) "
+            "and what they are allowed to do there"
+        )
+    if kind == "unreachable":
+        return StorageUnreachableError(
+            f"cannot reach the storage of '{url}' ({_one_line(exc)}); check the endpoint "
+            "('endpoint_url' in 'client_kwargs' of the storage options), the network, and that the server is up"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(url):
+    """Turn refused credentials and unreachable endpoints met inside the block into the package's errors.
+
+    Parameters
+    ----------
+    url : str
+        The store or folder the block uses, for messages.
+
+    Yields
+    ------
+    None
+
+    Raises
+    ------
+    StorageAccessError
+        The storage refused the credentials (HTTP 401/403, missing
+        credentials, ``PermissionError``).
+    StorageUnreachableError
+        The endpoint could not be reached (connection refused, DNS, timeouts).
+
+    Notes
+    -----
+    The package's own errors and every other exception pass unchanged.
+    """
+    try:
+        yield
+    except StreamReluError:
+        raise
+    except Exception as exc:
+        mapped = storage_error(exc, url)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _remote_fs(url, options):
+    """``(filesystem, path)`` of a remote URL, with a missing library or bad options as InputError."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as exc:
+        raise InputError(f"cannot open '{url}': {_one_line(exc)}") from exc
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot open '{url}' with the storage options given: {_one_line(exc)}") from exc
+
+
+def _probe(url, options):
+    """One request for ``url``'s ``zarr.json`` before zarr's own, on a remote filesystem.
+
+    zarr reads a group's metadata files concurrently; when the storage
+    refuses the credentials or cannot be reached, each pending read fails
+    on its own (and some only when garbage collected, onto stderr).  One
+    plain request first turns those failures into a single error of the
+    package, needing no other permission than zarr's reads do.  A missing
+    file is left to zarr (a new store, or a format-2 group).
+    """
+    if not is_remote(url):
+        return
+    fs, path = _remote_fs(url, options)
+    with storage_errors(url):
+        try:
+            fs.info(f"{path.rstrip('/')}/zarr.json")
+        except FileNotFoundError:
+            pass
+
+
+def missing_bucket(url, options):
+    """The bucket of an object-store ``url`` when that bucket does not exist.
+
+    Parameters
+    ----------
+    url : str
+        A URL such as ``s3://bucket/path`` (``s3``, ``gs``, ``az`` and the
+        like; anything else gives None).
+    options : dict
+        fsspec storage options.
+
+    Returns
+    -------
+    str or None
+        The bucket's name when the storage says it does not exist; None when
+        it exists, or when that cannot be told (no permission, no
+        connection: the caller's own request will say why).
+    """
+    if not is_remote(url):
+        return None
+    try:
+        fs, path = _remote_fs(url, options)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        bucket = path.strip("/").split("/", 1)[0]
+        if not protocols & _BUCKET_PROTOCOLS or not bucket:
+            return None
+        fs.info(bucket)
+    except FileNotFoundError:
+        return bucket
+    except Exception:  # noqa: BLE001 -- only a better message was at stake
+        return None
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -183,6 +386,10 @@ def _create_group(url, mode, kwargs, attributes):
         return zarr.open_group(url, mode=mode, zarr_format=3, attributes=dict(attributes or {}), **kwargs)
     except _EXISTS_ERRORS as exc:
         raise InputError(f"store '{url}' already exists; pass overwrite=True to replace it") from exc
+    except FileNotFoundError as exc:
+        bucket = missing_bucket(url, kwargs.get("storage_options") or {})
+        where = f"bucket '{bucket}' does not exist" if bucket else _one_line(exc)
+        raise StoreNotFoundError(f"cannot create store '{url}': {where}") from exc
 
 
 def _open_existing_group(url, mode, kwargs, holds):
@@ -197,6 +404,9 @@ def _open_existing_group(url, mode, kwargs, holds):
             raise StoreNotFoundError(
                 f"store '{url}' exists but holds no zarr group (no zarr.json or .zgroup at its root)"
             ) from exc
+        bucket = missing_bucket(url, kwargs.get("storage_options") or {})
+        if bucket is not None:
+            raise StoreNotFoundError(f"store '{url}' does not exist: bucket '{bucket}' does not exist") from exc
         raise StoreNotFoundError(f"store '{url}' does not exist or holds no zarr group") from exc
     except zarr.errors.ContainsArrayError as exc:
         raise StoreFormatError(
@@ -235,11 +445,15 @@ def open_group(url, options, mode, *, holds, attributes=None):
         A group to open does not exist.
     StoreFormatError
         A single array is where the group should be.
+    StorageAccessError, StorageUnreachableError
+        The storage of a URL refused the credentials or cannot be reached.
     """
     kwargs = _store_kwargs(url, options)
-    if mode in _CREATE_MODES:
-        return _create_group(url, mode, kwargs, attributes)
-    return _open_existing_group(url, mode, kwargs, holds)
+    _probe(url, options)
+    with storage_errors(url):
+        if mode in _CREATE_MODES:
+            return _create_group(url, mode, kwargs, attributes)
+        return _open_existing_group(url, mode, kwargs, holds)
 
 
 @functools.lru_cache(maxsize=None)

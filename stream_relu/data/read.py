@@ -36,6 +36,7 @@ from ._zarr import (
     open_group,
     outer_rows,
     shape_str,
+    storage_errors,
     stored_dtype,
 )
 
@@ -220,6 +221,8 @@ class StoreSpec:
             The store or one of its arrays does not exist.
         StoreFormatError
             The arrays have the wrong shape or dtype.
+        StorageAccessError, StorageUnreachableError
+            The storage of a URL refused the credentials or cannot be reached.
         """
         return SampleStore(self, mode=mode)
 
@@ -360,6 +363,8 @@ class SampleStore:
         The arrays have the wrong shape or dtype.
     InputError
         ``mode`` or the spec's storage options are unusable.
+    StorageAccessError, StorageUnreachableError
+        The storage of a URL refused the credentials or cannot be reached.
     """
 
     def __init__(self, spec, *, mode="r"):
@@ -370,7 +375,8 @@ class SampleStore:
         self.group = open_group(spec.url, spec.options, mode, holds=f"arrays '{spec.x}' and '{spec.y}'")
         self.zarr_format = int(self.group.metadata.zarr_format)
         self.attrs = copy.deepcopy(dict(self.group.attrs))
-        self._open_arrays()
+        with storage_errors(spec.url):
+            self._open_arrays()
         self._y_is_column = self._check_dimensions()
         self.dtype = self._choose_dtype()
         self._check_not_empty()
@@ -407,9 +413,11 @@ class SampleStore:
                 f"it is read as a vector of shape ({y_shape[0]},)"
             )
         elif len(y_shape) != 1:
+            row = len(y_shape) == 2 and y_shape[0] == 1
+            hint = f". It looks like a row vector: store it as ({y_shape[1]},), e.g. write y.reshape(-1)" if row else ""
             raise StoreFormatError(
                 f"array '{spec.y}' in store '{url}' has {dims(y_shape)} "
-                f"(shape {shape_str(y_shape)}); expected 1 (n_samples,) or (n_samples, 1)"
+                f"(shape {shape_str(y_shape)}); expected 1 (n_samples,) or (n_samples, 1)" + hint
             )
         return len(y_shape) == 2
 
@@ -451,9 +459,20 @@ class SampleStore:
             raise StoreFormatError(
                 f"array '{spec.y}' in store '{url}' has {int(y_shape[0])} rows "
                 f"(shape {shape_str(y_shape)}); expected {n_samples}, the rows of array "
-                f"'{spec.x}' (shape {shape_str(x_shape)})"
+                f"'{spec.x}' (shape {shape_str(x_shape)})" + self._transposed_hint()
             )
         return n_samples
+
+    def _transposed_hint(self):
+        """A sentence for row-count errors when ``x`` looks stored as ``(n_features, n_samples)``, else ``""``."""
+        spec = self.spec
+        x_shape, y_rows = tuple(self.x_array.shape), int(self.y_array.shape[0])
+        if int(x_shape[1]) != y_rows or int(x_shape[0]) == y_rows:
+            return ""
+        return (
+            f". Array '{spec.x}' looks transposed: its {int(x_shape[1])} columns match the rows of "
+            f"'{spec.y}'. Store it as (n_samples, n_features), e.g. write x.T instead of x"
+        )
 
     def _committed_rows(self, committed, x_rows, y_rows):
         """Check the ``committed_rows`` attribute against the arrays' rows and return it."""
@@ -461,7 +480,7 @@ class SampleStore:
         if not isinstance(committed, int) or isinstance(committed, bool) or not 0 <= committed <= x_rows:
             raise StoreFormatError(
                 f"attribute '{COMMITTED_ROWS_ATTR}' of store '{url}' is {committed!r}; expected an integer "
-                f"from 0 to the {x_rows} rows of array '{spec.x}'"
+                f"from 0 to the {x_rows} rows of array '{spec.x}'" + self._transposed_hint()
             )
         if y_rows < committed:
             raise StoreFormatError(
@@ -557,6 +576,8 @@ class SampleStore:
             ``index`` is out of range.
         DataError
             The stored bytes cannot be decoded (e.g. a checksum mismatch).
+        StorageAccessError, StorageUnreachableError
+            The storage of a URL refused the credentials or cannot be reached.
         """
         start, stop = self.chunk_bounds(index)
         return self.read_rows(start, stop)
@@ -582,6 +603,8 @@ class SampleStore:
             The range is not inside ``[0, n_samples]``.
         DataError
             The stored bytes cannot be decoded (e.g. a checksum mismatch).
+        StorageAccessError, StorageUnreachableError
+            The storage of a URL refused the credentials or cannot be reached.
         """
         start = as_int(start, "start row")
         stop = as_int(stop, "stop row")
@@ -629,7 +652,12 @@ class SampleStore:
         return missing
 
     def _read(self, array, name, start, stop):
-        """Read whole rows of one array, turning decode failures into DataError."""
+        """Read whole rows of one array, turning decode failures into DataError (and storage failures too)."""
+        with storage_errors(self.spec.url):
+            return self._read_checked(array, name, start, stop)
+
+    def _read_checked(self, array, name, start, stop):
+        """Read whole rows of one array: the missing-chunk policy, then the read."""
         if self.spec.missing_chunks == "error":
             missing = self.missing_chunk_keys(array, start, stop)
             if missing:

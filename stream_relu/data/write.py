@@ -32,6 +32,7 @@ from ._zarr import (
     coerce_rows,
     create_row_array,
     open_group,
+    storage_errors,
 )
 from .read import SampleStore, StoreSpec
 
@@ -135,8 +136,9 @@ def create_sample_store(
         holds=f"arrays '{spec.x}' and '{spec.y}'",
         attributes=_checked_attributes(attributes),
     )
-    create_row_array(group, spec.x, layout, dt, by_feature=True)
-    create_row_array(group, spec.y, layout, dt, by_feature=False)
+    with storage_errors(spec.url):
+        create_row_array(group, spec.x, layout, dt, by_feature=True)
+        create_row_array(group, spec.y, layout, dt, by_feature=False)
     return SampleStore(spec, mode="r+")
 
 
@@ -189,8 +191,9 @@ def write_rows(store, start, x_rows, y_rows):
         )
     if n == 0:
         return
-    store.x_array[start:start + n] = x
-    store.y_array[start:start + n] = y
+    with storage_errors(store.spec.url):
+        store.x_array[start:start + n] = x
+        store.y_array[start:start + n] = y
 
 
 def append_rows(url, x_rows, y_rows, *, x="x", y="y", storage_options=None):
@@ -225,13 +228,14 @@ def append_rows(url, x_rows, y_rows, *, x="x", y="y", storage_options=None):
     x_new, y_new = coerce_rows(store, x_rows, y_rows)
     start = store.n_samples
     stop = start + x_new.shape[0]
-    if COMMITTED_ROWS_ATTR not in store.attrs:
-        store.group.attrs[COMMITTED_ROWS_ATTR] = int(start)
-    store.x_array.resize((stop, store.n_features))
-    store.y_array.resize((stop,) + tuple(store.y_array.shape[1:]))
-    store.x_array[start:stop] = x_new
-    store.y_array[start:stop] = y_new
-    store.group.attrs[COMMITTED_ROWS_ATTR] = int(stop)
+    with storage_errors(spec.url):
+        if COMMITTED_ROWS_ATTR not in store.attrs:
+            store.group.attrs[COMMITTED_ROWS_ATTR] = int(start)
+        store.x_array.resize((stop, store.n_features))
+        store.y_array.resize((stop,) + tuple(store.y_array.shape[1:]))
+        store.x_array[start:stop] = x_new
+        store.y_array[start:stop] = y_new
+        store.group.attrs[COMMITTED_ROWS_ATTR] = int(stop)
     return int(stop)
 
 
@@ -264,11 +268,13 @@ def create_output_array(url, name, *, n_samples, chunk_rows, overwrite=False, st
     spec = StoreSpec.make(url, storage_options=storage_options)
     layout = RowLayout.checked(n_samples, chunk_rows)
     group = open_group(spec.url, spec.options, _create_mode(overwrite), holds=f"array '{name}'")
-    create_row_array(group, name, layout, "float64", by_feature=False)
+    with storage_errors(spec.url):
+        create_row_array(group, name, layout, "float64", by_feature=False)
     return OutputSpec(spec.url, name, spec.storage_options)
 
 
 def open_output_array(out):
     """Open the array of an :class:`OutputSpec` for writing."""
     group = open_group(out.url, dict(out.storage_options), "r+", holds=f"array '{out.name}'")
-    return group[out.name].with_config(WRITE_CONFIG)
+    with storage_errors(out.url):
+        return group[out.name].with_config(WRITE_CONFIG)

@@ -194,8 +194,8 @@ def reduce_chunks(source, kernel, plan, runner, *, options=ChunkOptions(), progr
     todo = [i for i in range(fold.next, source.n_chunks) if i not in done]
     records = {}
     for i, result in itertools.chain(reused, runner.imap(source, kernel, plan, options, indices=todo)):
-        if result.exception is not None and not options.collect_errors:
-            raise result.exception
+        if result.exception is not None and not (options.collect_errors and isinstance(result.exception, DataError)):
+            raise result.exception  # storage errors stop every pass: no chunk can be trusted to read
         records[i] = _record(source, i, result)
         report.note(records[i], result.error)
         if i not in done:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..errors import DataError
+from ..errors import DataError, StorageAccessError, StorageUnreachableError
 from ..settings import NONFINITE_POLICIES
 
 __all__ = ["NONFINITE_POLICIES", "ChunkOptions", "ChunkResult", "run_chunk", "apply_kernel"]
@@ -58,14 +58,15 @@ def run_chunk(source, index, kernel, plan, options=ChunkOptions()):
     """Read chunk ``index`` of ``source`` and apply ``kernel`` (see :func:`apply_kernel`).
 
     A chunk that cannot be read (:class:`~stream_relu.errors.DataError`:
-    checksum failure, missing chunk) is returned as the result's ``error``,
-    not raised: the driver's fold decides (raise it, or collect it with
+    checksum failure, missing chunk; or storage that refuses access or
+    cannot be reached) is returned as the result's ``error``, not raised:
+    the driver's fold decides (raise it, or collect a ``DataError`` with
     ``options.collect_errors``), and a worker never logs an expected error
     as a failed task with its traceback.
     """
     try:
         x, y = source.read(index)
-    except DataError as exc:
+    except (DataError, StorageAccessError, StorageUnreachableError) as exc:
         return ChunkResult(state=None, error=str(exc), exception=exc)
     return apply_kernel(kernel, x, y, plan, options)
 
