@@ -215,7 +215,8 @@ def drop_cache(store):
 
 def run_fit(store, model, m, address, refine):
     """``stream-relu fit ... --json -q`` in a fresh process; (wall s, its JSON summary, peak RSS bytes)."""
-    cmd = EXE + ["fit", store, "--out", model, "--hidden", str(m), "--scheduler", address, "--json", "-q"]
+    cmd = EXE + ["fit", store, "--out", model, "--hidden", str(m), "--scheduler", address, "--json", "-q",
+                 "--overwrite", "--no-state"]  # replaces the model (the CLI's rule); no state: the baseline's work
     if not refine:
         cmd.append("--no-refine")
     with tempfile.TemporaryFile() as err:

@@ -97,7 +97,10 @@ def main(argv=None):
         )
         walls, peaks = [], []
         for _ in range(args.repeat):
-            wall, peak = run_timed(exe + ["fit", store, "--out", model, "--hidden", str(c["hidden"]), "-q"])
+            wall, peak = run_timed(
+                # --overwrite: each repeat replaces the model (the CLI's rule); --no-state: the same work as the baseline
+                exe + ["fit", store, "--out", model, "--hidden", str(c["hidden"]), "--overwrite", "--no-state", "-q"]
+            )
             walls.append(wall)
             peaks.append(peak)
         metrics = json.loads(
