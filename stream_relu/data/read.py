@@ -214,15 +214,9 @@ class StoreSpec:
         Returns
         -------
         SampleStore
-
-        Raises
-        ------
-        StoreNotFoundError
-            The store or one of its arrays does not exist.
-        StoreFormatError
-            The arrays have the wrong shape or dtype.
-        StorageAccessError, StorageUnreachableError
-            The storage of a URL refused the credentials or cannot be reached.
+            Opening raises what :class:`SampleStore` lists: a missing store
+            or array, wrong shapes or dtypes, storage that refuses access or
+            cannot be reached.
         """
         return SampleStore(self, mode=mode)
 
