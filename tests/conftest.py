@@ -6,7 +6,8 @@ Helpers (import them with ``from conftest import ...``):
   tests of the numerical core that work on raw arrays (with :func:`relu_net`
   and :func:`population_tensor`);
 * :func:`planted_data` -- a network drawn by :func:`stream_relu.draw_network`
-  and standard-normal rows labelled by it, for tests of the public API.
+  and standard-normal rows labelled by it, for tests of the public API;
+* :func:`stop_processes` -- terminate subprocesses, wait, kill what is left.
 
 Fixtures:
 
@@ -15,6 +16,8 @@ Fixtures:
   and ``dask_client`` -- a client on it for one test;
 * ``rng`` -- a seeded generator.
 """
+
+import subprocess
 
 import numpy as np
 import pytest
@@ -141,3 +144,15 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         server.close()
+
+
+def stop_processes(processes, timeout=20):
+    """Terminate ``processes`` (subprocess.Popen), wait up to ``timeout`` s each, kill what is left."""
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()

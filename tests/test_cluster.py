@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import stream_relu as sr
-from conftest import planted_data
+from conftest import planted_data, stop_processes
 from stream_relu.checkpoint import CheckpointMismatchError
 from stream_relu.data import append_rows
 
@@ -69,15 +69,8 @@ class Cluster:
 
     def close(self):
         # workers first: terminated together with the scheduler, a worker can hang in its close
-        for group in (self.workers, [self.scheduler]):
-            for p in group:
-                if p.poll() is None:
-                    p.terminate()
-            for p in group:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_processes(self.workers)
+        stop_processes([self.scheduler])
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import stream_relu as sr
+from conftest import stop_processes
 
 BIN = os.path.dirname(sys.executable)
 
@@ -115,11 +116,5 @@ def test_tls_cluster_with_self_signed_certificates(tmp_path, make_store):
         assert refused.returncode == 8
         assert "cannot connect to the dask scheduler at tls://" in refused.stderr
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
     assert Path(out).exists()

@@ -44,24 +44,6 @@ def _block_rows(width, itemsize):
     return int(max(256, min(MAX_BLOCK_ROWS, 1 << (max(rows, 1).bit_length() - 1))))
 
 
-def _signed_gram(acc, F, weights):
-    """Add ``F^T diag(weights) F`` to the float64 ``acc`` with two symmetric rank-k products.
-
-    Rows are split by the sign of their weight and scaled by ``sqrt|weight|``,
-    so each half is ``A^T A`` (numpy uses the symmetric BLAS product for it):
-    half the work of a general product and exactly symmetric.
-    """
-    scale = np.sqrt(np.abs(weights))
-    A = F * scale[:, None]
-    pos = weights > 0
-    P = A[pos]
-    N = A[~pos]
-    if P.shape[0]:
-        acc += P.T @ P
-    if N.shape[0]:
-        acc -= N.T @ N
-
-
 def _with_float64_fallback(sums, x, y, plan, **kwargs):
     """``sums(x, y, plan, dtype)`` in the work dtype; again in float64 if float32 sums are not finite.
 
