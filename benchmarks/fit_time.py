@@ -8,9 +8,15 @@ of the whole process tree (the CLI, the scheduler and the workers), sampled
 every 50 ms from /proc.  The store is written once, before the timed runs
 (page cache warm).
 
+``--estimate-width`` omits ``--hidden`` (the width is measured);
+``--baseline DIR`` also times the CLI of another checkout (``PYTHONPATH=DIR``,
+for example a git worktree of stream_relu 0.1, commit 5a7f287) on the same
+store, alternating with this checkout's runs, and prints the ratio of the
+medians.
+
 Usage::
 
-    python benchmarks/fit_time.py [--cases G1,G3] [--repeat 3] [--workdir DIR]
+    python benchmarks/fit_time.py [--cases G1,G3] [--repeat 3] [--workdir DIR] [--estimate-width] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -56,10 +62,10 @@ def _tree_rss(pid):
     return total
 
 
-def run_timed(cmd):
+def run_timed(cmd, env=None):
     """Run ``cmd``; return (wall seconds, peak RSS of its process tree in bytes)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
 
     def sample():
@@ -77,40 +83,63 @@ def run_timed(cmd):
     return wall, peak[0]
 
 
+def _fit_command(exe, store, model, c, args, baseline):
+    width = [] if args.estimate_width else ["--hidden", str(c["hidden"])]
+    if baseline:  # an older CLI: no --overwrite or --no-state, a fresh output path instead
+        return exe + ["fit", store, "--out", model] + width + ["-q"]
+    # --overwrite: each repeat replaces the model (the CLI's rule); --no-state: the same work as the baseline
+    return exe + ["fit", store, "--out", model] + width + ["--overwrite", "--no-state", "-q"]
+
+
+def _time_case(exe, workdir, name, c, args):
+    """Median walls and peaks of this checkout (and the baseline's) on one case's store."""
+    store = str(workdir / f"{name}.zarr")
+    subprocess.run(
+        exe + ["simulate", store, "--features", str(c["features"]), "--hidden", str(c["hidden"]),
+               "--samples", str(c["samples"]), "--noise", str(c["noise"]), "--seed", "0", "--overwrite", "-q"],
+        check=True,
+    )
+    runs = {"this": ([], []), "baseline": ([], [])}
+    base_env = {**os.environ, "PYTHONPATH": str(args.baseline)} if args.baseline else None
+    for i in range(args.repeat):
+        for who in ("this", "baseline") if args.baseline else ("this",):
+            model = str(workdir / (f"{name}.json" if who == "this" else f"{name}-baseline-{i}.json"))
+            cmd = _fit_command(exe, store, model, c, args, who == "baseline")
+            wall, peak = run_timed(cmd, env=base_env if who == "baseline" else None)
+            runs[who][0].append(wall)
+            runs[who][1].append(peak)
+    return store, runs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="G1,G3")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--estimate-width", action="store_true", help="omit --hidden")
+    parser.add_argument("--baseline", default=None, help="a checkout of another version to time beside this one")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-time-"))
     exe = [sys.executable, "-m", "stream_relu.cli"]
-    print(f"{'case':<5}{'n':>10}{'d':>4}{'m':>4}{'median wall s':>15}{'min':>8}{'max':>8}{'peak RSS MiB':>14}{'rel test MSE':>14}")
+    print(f"{'case':<5}{'version':>9}{'n':>10}{'d':>4}{'m':>4}{'median wall s':>15}{'min':>8}{'max':>8}{'peak RSS MiB':>14}{'rel test MSE':>14}")
     for name in args.cases.split(","):
         c = CASES[name]
-        store = str(workdir / f"{name}.zarr")
-        model = str(workdir / f"{name}.json")
-        subprocess.run(
-            exe + ["simulate", store, "--features", str(c["features"]), "--hidden", str(c["hidden"]),
-                   "--samples", str(c["samples"]), "--noise", str(c["noise"]), "--seed", "0", "--overwrite", "-q"],
-            check=True,
-        )
-        walls, peaks = [], []
-        for _ in range(args.repeat):
-            wall, peak = run_timed(
-                # --overwrite: each repeat replaces the model (the CLI's rule); --no-state: the same work as the baseline
-                exe + ["fit", store, "--out", model, "--hidden", str(c["hidden"]), "--overwrite", "--no-state", "-q"]
-            )
-            walls.append(wall)
-            peaks.append(peak)
+        store, runs = _time_case(exe, workdir, name, c, args)
         metrics = json.loads(
-            subprocess.run(exe + ["evaluate", model, "--truth", store, "--json"], check=True, capture_output=True, text=True).stdout
+            subprocess.run(exe + ["evaluate", str(workdir / f"{name}.json"), "--truth", store, "--json"],
+                           check=True, capture_output=True, text=True).stdout
         )
-        print(
-            f"{name:<5}{c['samples']:>10}{c['features']:>4}{c['hidden']:>4}{statistics.median(walls):>15.1f}"
-            f"{min(walls):>8.1f}{max(walls):>8.1f}{max(peaks) / 2**20:>14.0f}{metrics['rel_test_mse']:>14.2e}",
-            flush=True,
-        )
+        for who, (walls, peaks) in runs.items():
+            if walls:
+                print(
+                    f"{name:<5}{who:>9}{c['samples']:>10}{c['features']:>4}{c['hidden']:>4}{statistics.median(walls):>15.1f}"
+                    f"{min(walls):>8.1f}{max(walls):>8.1f}{max(peaks) / 2**20:>14.0f}"
+                    + (f"{metrics['rel_test_mse']:>14.2e}" if who == "this" else ""),
+                    flush=True,
+                )
+        if runs["baseline"][0]:
+            ratio = statistics.median(runs["this"][0]) / statistics.median(runs["baseline"][0])
+            print(f"{name}: median wall time this / baseline = {ratio:.2f}", flush=True)
     return 0
 
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .data import StoreSpec
-from .diagnostics import FitDiagnostics, data_warnings, envelope_warnings
+from .diagnostics import FitDiagnostics, data_warnings, envelope_warnings, width_warnings
 from .engine import (
     ArraySource,
     ChunkOptions,
@@ -40,8 +40,7 @@ from .engine import (
 from .errors import DataError, InputError, StoreFormatError
 from .moments import GAUSS, AffineFit, affine_least_squares
 from .network import ReluNetwork, to_jsonable
-from .passes import PassContext, first_pass, moment_passes, state_folder
-from .recovery import choose_width
+from .passes import PassContext, first_pass, first_plan, moment_passes, state_folder, width_of
 from .settings import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_REFINE_MAXITER,
@@ -52,7 +51,8 @@ from .settings import (
     RefineSettings,
     check_n_hidden,
 )
-from .stages import recover_stage, refinement_stage
+from .refine import Params
+from .stages import MomentStage, recover_stage, refinement_stage
 
 __all__ = ["FitResult", "fit", "predict_store", "CheckReport", "check", "open_input", "Input", "affine_fit"]
 
@@ -291,15 +291,27 @@ def fit(
         passes = moment_passes(PassContext(inputs.source, runner, folder, progress, nonfinite), n_hidden, two_pass=two_pass)
         timings = dict(passes.timings)
         t0 = time.perf_counter()
-        log.info("decomposing the moments (%d units)", passes.width.n_hidden)
-        moment = recover_stage(passes.first.gauss, passes.sub, rng)
+        moment = _moment_stage(passes, rng)
         timings["recovery_s"] = time.perf_counter() - t0
-        log.info("recovered %d units in %.1f s", moment.params.n_hidden, timings["recovery_s"])
         t0 = time.perf_counter()
-        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how, progress)
+        search = not passes.width.requested
+        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how, progress, search)
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     return _fit_result(inputs, request, passes, moment, refinement, timings)
+
+
+def _moment_stage(passes, rng):
+    """The moment estimate: the recovered units, or the affine model when the width is 0."""
+    gauss = passes.first.gauss
+    if passes.width.n_hidden == 0:
+        d = gauss.n_features
+        return MomentStage(Params(np.zeros(0), np.zeros((d, 0)), np.zeros(0), gauss.T1.copy(), float(gauss.T0)), None)
+    log.info("decomposing the moments (%d units)", passes.width.n_hidden)
+    t0 = time.perf_counter()
+    moment = recover_stage(gauss, passes.sub, rng)
+    log.info("recovered %d units in %.1f s", moment.params.n_hidden, time.perf_counter() - t0)
+    return moment
 
 
 def _fit_result(inputs, request, passes, moment, refinement, timings):
@@ -312,7 +324,11 @@ def _fit_result(inputs, request, passes, moment, refinement, timings):
         **request.provenance(),
     }
     moment_model = ReluNetwork.from_params(moment.params, gauss)
-    warnings = passes.first.warnings + envelope_warnings(gauss, passes.width, moment.estimate, moment_model)
+    width = passes.width
+    if not width.requested:
+        width = replace(width, n_hidden=refinement.params.n_hidden, residual=refinement.looks)
+    warnings = passes.first.warnings + width_warnings(width, refinement.params.n_hidden)
+    warnings += envelope_warnings(gauss, width, moment.estimate, moment_model)
     for text in warnings:
         log.warning("%s", text)
     run = passes.run
@@ -322,9 +338,9 @@ def _fit_result(inputs, request, passes, moment, refinement, timings):
         gauss=gauss,
         nonfinite_rows=passes.first.report.nonfinite_rows,
         duplicate_chunks=passes.first.report.duplicate_groups(),
-        width=passes.width,
+        width=width,
         moments={k: run[k] for k in ("data_passes", "pilot_chunks", "pilot_span_sine") if k in run},
-        recovery=moment.estimate.diagnostics,
+        recovery=moment.estimate.diagnostics if moment.estimate is not None else {},
         refinement=refinement,
         moment_model=moment_model,
         n_units=int(refinement.params.a.shape[0]),
@@ -550,7 +566,8 @@ def check(
     inputs = open_input(store, None, policy)
     source, opened = inputs.source, inputs.store
     with open_runner(source, client, scheduler, local_cluster) as runner, threadpool_limits(limits=1, user_api="blas"):
-        first = first_pass(PassContext(source, runner, None, progress, nonfinite), collect_errors=True)
+        ctx = PassContext(source, runner, None, progress, nonfinite)
+        first = first_pass(ctx, collect_errors=True, gplan=first_plan(source, n_hidden))
     warnings = list(first.warnings)
     stats = {
         "n_samples": source.n_samples,
@@ -561,7 +578,7 @@ def check(
     }
     gauss = first.gauss
     if gauss is not None and not first.errors:
-        width = choose_width(gauss, n_hidden)
+        width = width_of(gauss, n_hidden)
         stats.update(
             {
                 "label_variance": gauss.var_y,
@@ -572,6 +589,9 @@ def check(
                 "suggested_width": width.n_above,
             }
         )
+        if not width.requested and width.candidates:
+            stats["width_rule"] = width.rule
+            stats["width_candidates"] = [c.as_dict() for c in width.candidates]
         if width.n_hidden > source.n_features:
             first.errors.append(f"--hidden {width.n_hidden} is larger than n_features = {source.n_features}")
         else:

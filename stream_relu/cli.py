@@ -214,6 +214,13 @@ def cmd_check(args):
             for text in items:
                 print(f"{kind}: {text}")
         stats = report.stats
+        for k, c in enumerate(stats.get("width_candidates", []), 1):
+            z = ", ".join(f"order {o}: {v:.3g}" for o, v in c["z"].items())
+            print(
+                f"width candidate {k}: T_2 eigenvalue {c['value']:.3g} ({z} standard errors), threshold "
+                f"{c['threshold']:.3g}, noise 99th percentile {c['noise_99']:.3g}: "
+                f"{'taken' if c['taken'] else 'left out'} ({c['reason']})"
+            )
         print(
             f"{stats['n_samples']} rows x {stats['n_features']} features in {stats['n_chunks']} chunks; "
             + (f"suggested width {stats['suggested_width']}; " if "suggested_width" in stats else "")

@@ -21,7 +21,7 @@ from . import settings
 from .network import to_jsonable
 from .recovery import UNRELIABLE_STRENGTH
 
-__all__ = ["FitDiagnostics", "data_warnings", "envelope_warnings", "width_dict"]
+__all__ = ["FitDiagnostics", "data_warnings", "envelope_warnings", "width_dict", "width_warnings"]
 
 
 def data_warnings(gauss, width):
@@ -60,9 +60,32 @@ def _unit_warnings(est):
     return out
 
 
+def width_warnings(width, n_units):
+    """Warnings of a measured width: no unit found, or a candidate left out beyond noise's 99th percentile."""
+    if width.requested:
+        return []
+    out = []
+    if n_units == 0:
+        top = width.candidates[0] if width.candidates else None
+        seen = f" (the largest |T_2 eigenvalue| is {abs(top.value):.3g}, {abs(top.value) / top.threshold:.2g}x its threshold {top.threshold:.3g})" if top else ""
+        out.append(
+            f"no structure found: no unit stands out of the measured noise{seen}; the model is affine "
+            "(y = <u, x> + c). More rows would show weaker units; --hidden m (n_hidden=m) forces a width"
+        )
+    looks = width.residual if width.residual else width.candidates
+    for c in looks:
+        if c.warns:
+            out.append(
+                f"a candidate unit was left out although noise alone stays below it 99% of the time "
+                f"({c.look} eigenvalue {c.value:.3g}; noise 99th percentile {c.noise_99:.3g}, threshold {c.threshold:.3g}; "
+                f"{c.reason}): to include it, refit with --hidden {n_units + 1} (n_hidden={n_units + 1})"
+            )
+    return out
+
+
 def envelope_warnings(gauss, width, est, moment_model):
     """Plain-language warnings when the fit leaves the supported envelope."""
-    out = data_warnings(gauss, width) + _unit_warnings(est)
+    out = data_warnings(gauss, width) + (_unit_warnings(est) if est is not None else [])
     big_b = np.flatnonzero(np.abs(moment_model.b) > 2)
     if big_b.size:
         out.append(f"units {big_b.tolist()} have |b| > 2: outside the supported envelope, their recovery costs many more rows")
@@ -74,8 +97,8 @@ def envelope_warnings(gauss, width, est, moment_model):
 
 
 def width_dict(width):
-    """The width choice as diagnostics report it."""
-    return {
+    """The width choice as diagnostics report it (the evidence keys only for a measured width)."""
+    out = {
         "chosen": width.n_hidden,
         "requested": width.requested,
         "n_above_threshold": width.n_above,
@@ -84,6 +107,11 @@ def width_dict(width):
         "threshold": width.threshold,
         "eigen_gaps": width.gaps,
     }
+    if not width.requested:
+        out["rule"] = width.rule
+        out["candidates"] = [c.as_dict() for c in width.candidates]
+        out["residual_looks"] = [c.as_dict() for c in width.residual]
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ equal batches, plans are made at calls 1, 2, 4, 8, ...
 with ``T_0``, ``T_1`` re-estimated from every row in the plan's
 whitening, then :func:`~stream_relu.stages.refinement_stage` on the latest
 batch).
+
+Width.  Without ``n_hidden`` the width is measured by the spectrum rule of
+:func:`stream_relu.width.measured_width` on every row seen (pass 1 sums
+row groups); the accumulator keeps no rows beyond the latest batch, so
+the residual look of :func:`stream_relu.fit` runs on that batch alone,
+with a held-out eighth of it.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from .api import open_input
 from .diagnostics import FitDiagnostics, envelope_warnings
 from .engine import ChunkOptions, ChunkReport, open_runner, reduce_chunks
 from .errors import DataError, RecoveryError
-from .moments import GAUSS, SUBSPACE, SubspacePlan, affine_least_squares, finalize_subspace, refreshed_affine_moments
+from .moments import GAUSS, SUBSPACE, GaussPlan, SubspacePlan, affine_least_squares, finalize_subspace, refreshed_affine_moments
 from .network import ReluNetwork
 from .passes import checked_width, validate_first
 from .recovery import subspace_basis
 from .settings import DataPolicy, RefineSettings, check_n_hidden
 from .stages import recover_stage, refinement_stage
+from .width import GROUPS
 
 __all__ = ["MomentAccumulator", "Estimate"]
 
@@ -56,6 +63,11 @@ class Estimate:
 
     model: ReluNetwork
     diagnostics: dict
+
+
+def _gauss_plan(n_features, n_hidden):
+    """Unshifted pass-1 sums; with ``GROUPS`` row groups when the width is measured (``n_hidden`` None)."""
+    return GaussPlan.zero(n_features, 0 if n_hidden is not None else GROUPS)
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,8 @@ class MomentAccumulator:
         source = open_input(x, y, policy).source
         n_hidden = check_n_hidden(n_hidden, source.n_features)
         with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
-            batch = reduce_chunks(source, GAUSS, None, runner, options=ChunkOptions(nonfinite=policy.nonfinite))
+            plan = _gauss_plan(source.n_features, n_hidden)
+            batch = reduce_chunks(source, GAUSS, plan, runner, options=ChunkOptions(nonfinite=policy.nonfinite))
             merged = self.gauss + batch.state
             if merged == 0 or merged.count == 0:
                 raise DataError("no usable rows (every row holds NaN or infinity)")
@@ -149,11 +162,16 @@ class MomentAccumulator:
 
     def _replan(self, n_hidden):
         """A new plan from the merged pass-1 sums, or no plan and the reason."""
-        first = validate_first(self.gauss, None, ChunkReport(), [], "skip")
+        first = validate_first(self.gauss, _gauss_plan(self.gauss.sums["x"].shape[0], n_hidden), ChunkReport(), [], "skip")
         try:
             if first.errors:
                 raise DataError(first.errors[0])
             width = checked_width(first.gauss, n_hidden)
+            if width.n_hidden == 0:
+                raise RecoveryError(
+                    f"no eigenvalue of T_2 stands above its measured noise (threshold {width.threshold:.3g}): "
+                    "the data seen so far look affine"
+                )
         except (DataError, RecoveryError) as exc:
             return replace(self, plan=None, plan_gauss=None, sub=0, width=None, why=exc)
         plan = SubspacePlan.build(first.gauss, subspace_basis(first.gauss.T2, width.n_hidden))
@@ -226,7 +244,7 @@ class MomentAccumulator:
         source = open_input(x, y, policy).source
         with open_runner(source, client, scheduler) as runner, threadpool_limits(limits=1, user_api="blas"):
             moment = recover_stage(gauss, sub, np.random.default_rng(random_state))
-            refinement = refinement_stage(source, runner, gauss, moment.params, refine)
+            refinement = refinement_stage(source, runner, gauss, moment.params, refine, search=not self.width.requested)
         moment_model = ReluNetwork.from_params(moment.params, gauss)
         diagnostics = FitDiagnostics(
             warnings=envelope_warnings(gauss, self.width, moment.estimate, moment_model),

@@ -30,8 +30,9 @@ from .engine import ChunkOptions, DaskArraySource, Progress, SubsetSource, reduc
 from .errors import DataError, InputError, RecoveryError
 from .moments import GAUSS, JOINT, SUBSPACE, GaussPlan, SubspacePlan, finalize_gauss, finalize_subspace, split_joint
 from .recovery import choose_width, subspace_basis
+from .width import GROUPS, measured_width
 
-__all__ = ["PassContext", "FirstPass", "MomentPasses", "first_pass", "validate_first", "checked_width", "moment_passes"]
+__all__ = ["PassContext", "FirstPass", "MomentPasses", "first_pass", "first_plan", "validate_first", "width_of", "checked_width", "moment_passes"]
 
 log = logging.getLogger("stream_relu")
 
@@ -241,9 +242,17 @@ def first_pass(ctx, *, collect_errors=False, checkpoint=None, gplan=None, label=
     return validate_first(red.state, gplan, red.report, errors, ctx.nonfinite)
 
 
+def width_of(gauss, n_hidden):
+    """The requested width (:func:`~stream_relu.recovery.choose_width`), else the measured rule
+    (:func:`~stream_relu.width.measured_width`) when pass 1 summed row groups, else the formula floor's."""
+    if n_hidden is None and gauss.t2_groups is not None:
+        return measured_width(gauss)
+    return choose_width(gauss, n_hidden)
+
+
 def checked_width(gauss, n_hidden):
-    """``choose_width`` on ``gauss``, logged; refuses data with no unit above the noise floor."""
-    width = choose_width(gauss, n_hidden)
+    """:func:`width_of` on ``gauss``, logged (a width of 0 is an answer: the data look affine)."""
+    width = width_of(gauss, n_hidden)
     log.info(
         "T_2 spectrum: %s; noise floor %.3g; %d units%s",
         np.array2string(np.abs(width.spectrum[: min(gauss.n_features, width.n_hidden + 4)]), precision=3),
@@ -251,12 +260,13 @@ def checked_width(gauss, n_hidden):
         width.n_hidden,
         " (requested)" if width.requested else " (estimated)",
     )
-    if width.n_hidden == 0:
-        raise RecoveryError(
-            "no eigenvalue of T_2 stands above the noise floor "
-            f"({width.threshold:.3g}): the data look affine; nothing to recover"
-        )
     return width
+
+
+def first_plan(source, n_hidden):
+    """The first pass's plan: the shift, with ``GROUPS`` row groups when the width is to be measured."""
+    plan = gauss_plan(source)
+    return plan if n_hidden is not None else plan.with_groups(GROUPS)
 
 
 def _span_sine(gauss, basis, m):
@@ -299,10 +309,10 @@ def _pilot_plan(ctx, pilot, gplan, n_hidden):
     label = f"pilot ({len(pilot)} of {ctx.source.n_chunks} chunks)"
     pilot_ctx = replace(ctx.on(SubsetSource(ctx.source, pilot)), nonfinite="skip")
     pilot_first = _raise_first(first_pass(pilot_ctx, gplan=gplan, label=label))
-    pwidth = choose_width(pilot_first.gauss, n_hidden)
-    if pwidth.n_hidden == 0:
-        pwidth = choose_width(pilot_first.gauss, 1)  # the full rows decide; a width of 1 plans the pass
-    plan = SubspacePlan.build(pilot_first.gauss, subspace_basis(pilot_first.gauss.T2, pwidth.n_hidden))
+    pwidth = width_of(pilot_first.gauss, n_hidden)
+    # the full rows decide; a width of 1 plans the pass when the pilot sees none
+    basis = subspace_basis(pilot_first.gauss.T2, max(pwidth.n_hidden, 1))
+    plan = SubspacePlan.build(pilot_first.gauss, basis, gplan.groups)
     return pilot_first, plan
 
 
@@ -359,7 +369,9 @@ def moment_passes(ctx, n_hidden, *, two_pass=False):
     ----------
     ctx : PassContext
     n_hidden : int or None
-        The width asked for (None: estimated from the ``T_2`` spectrum).
+        The width asked for (None: measured, :func:`width_of`; pass 1 then
+        sums ``GROUPS`` row groups beside its totals, which stay bitwise
+        those of a requested width).
     two_pass : bool
         Never plan one pass after a pilot.
 
@@ -367,10 +379,10 @@ def moment_passes(ctx, n_hidden, *, two_pass=False):
     -------
     MomentPasses
     """
-    gplan = gauss_plan(ctx.source)
+    gplan = first_plan(ctx.source, n_hidden)
     pilot = None if two_pass else pilot_indices(ctx.source)
     lead = _two_pass_lead(ctx, gplan, n_hidden) if pilot is None else _one_pass_lead(ctx, pilot, gplan, n_hidden)
-    if lead.sub is None:  # two passes, or a pilot the full rows overruled
+    if lead.sub is None and lead.width.n_hidden > 0:  # two passes, or a pilot the full rows overruled
         lead = _subspace_pass(ctx, lead)
     if ctx.folder is not None:
         ctx.folder.prune(lead.keep)

@@ -77,6 +77,13 @@ class WidthChoice:
         ``WIDTH_THRESHOLD * noise_floor``.
     n_above : int
         Number of eigenvalues above the threshold.
+    candidates : tuple of Candidate
+        The evidence of each candidate direction (:mod:`stream_relu.width`;
+        empty for a requested width).
+    rule : str
+        The rule that chose the width.
+    residual : tuple of Candidate
+        Candidates of the residual looks after the refinement.
     """
 
     n_hidden: int
@@ -85,6 +92,9 @@ class WidthChoice:
     noise_floor: float
     threshold: float
     n_above: int
+    candidates: tuple = ()
+    rule: str = "requested"
+    residual: tuple = ()
 
     @property
     def gaps(self):

@@ -205,6 +205,18 @@ def _rows_used(model):
     return text
 
 
+def _draw_candidate_thresholds(ax, candidates, scale):
+    """Each candidate's measured threshold (a measured width's ``diagnostics.width.candidates``)."""
+    if not isinstance(candidates, list) or not candidates:
+        return
+    thr = np.array([_number(_get(c, "threshold")) or np.nan for c in candidates], dtype=float)
+    k = np.arange(1, thr.size + 1)
+    ok = np.isfinite(thr) & (thr > 0)
+    if ok.any():
+        ax.plot(k[ok], scale.shown(thr[ok]), marker="_", markersize=14, markeredgewidth=2, linestyle="none",
+                color="C3", label="measured threshold of each candidate")
+
+
 def _draw_spectrum(ax, diag):
     ax.set_title(TITLE_SPECTRUM)
     ax.set_xlabel(XLABEL_SPECTRUM)
@@ -234,10 +246,12 @@ def _draw_spectrum(ax, diag):
         if mask.any():
             ax.bar(index[mask], shown[mask] - scale.floor, bottom=scale.floor, label=label, **style)
     _set_ylim(ax, scale, hi, headroom=0.3)  # headroom for the legend
+    measured = _get(width, "rule") is not None
     if floor is not None and floor > 0:
-        ax.axhline(floor, color="0.3", linestyle=":", label=f"noise floor ({floor:.2g})")
+        ax.axhline(floor, color="0.3", linestyle=":", label=f"{'measured ' if measured else ''}noise floor ({floor:.2g})")
     if threshold is not None and threshold > 0:
         ax.axhline(threshold, color="C3", linestyle="--", label=f"threshold ({threshold:.2g})")
+    _draw_candidate_thresholds(ax, _get(width, "candidates"), scale)
     requested = _get(width, "requested")
     if chosen is not None:
         how = f" ({'requested' if requested else 'estimated'})" if isinstance(requested, bool) else ""

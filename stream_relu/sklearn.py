@@ -81,8 +81,11 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     n_hidden : int, optional
-        Number of units ``m`` (at most ``n_features``).  When None, the
-        number of eigenvalues of ``T_2`` above the noise floor.
+        Number of units ``m`` (at most ``n_features``).  When None, measured
+        as :func:`stream_relu.fit` does (the ``T_2`` spectrum against its
+        measured noise, then the residual's moments); ``partial_fit`` keeps
+        no rows beyond the latest batch, so its residual look runs on that
+        batch (every 8th row held out).
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None, default=0
         Seeds the random slices of the decomposition.  None draws a fresh
         seed at every fit.
@@ -279,6 +282,9 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
             )
         except (RecoveryError, DataError) as exc:
             return self._fallback(X, y, policy, exc)
+        if result.model.n_hidden == 0:  # the measured width is 0: no unit stands out
+            why = next((w for w in result.diagnostics["warnings"] if w.startswith("no structure found")), "no unit found")
+            return self._fallback(X, y, policy, RecoveryError(why))
         return self._install(result.model, {**result.diagnostics, "fallback": None})
 
     def _fallback(self, X, y, policy, exc):

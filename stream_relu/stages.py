@@ -12,7 +12,8 @@ Imports the engine (for streamed refinement passes), recovery and refine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,8 +22,11 @@ from .engine import ChunkOptions, StepProgress, reduce_chunks
 from .errors import RecoveryError
 from .recovery import canonical_flips, recover
 from .refine import REFINE, InMemoryObjective, Params, RefinePlan, refine
+from .width import HELDOUT_Z, heldout_gain, residual_look, unit_from_residual
 
-__all__ = ["MomentStage", "Refinement", "oriented", "recover_stage", "refinement_stage"]
+log = logging.getLogger("stream_relu")
+
+__all__ = ["MomentStage", "Refinement", "oriented", "recover_stage", "refinement_stage", "width_search"]
 
 
 def oriented(params):
@@ -68,12 +72,15 @@ class Refinement:
         Loss per iteration over all runs.
     rows_used : list of dict
         The rows of each refinement run (chunks and count, or ``streamed``).
+    looks : tuple of Candidate
+        The residual looks of the width search (empty without one).
     """
 
     params: Params
     stages: dict
     history: list = None
     rows_used: list = field(default_factory=list)
+    looks: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -85,12 +92,14 @@ class _Rows:
     chunks: list
 
 
-def _refine_rows(source, n_rows):
-    """Evenly spaced whole chunks holding at least ``n_rows`` finite rows (or all), read in this process."""
-    n_chunks = source.n_chunks
+def _refine_rows(source, n_rows, eligible=None):
+    """Evenly spaced whole chunks (of ``eligible``, default all) holding at least ``n_rows`` finite rows
+    (or all), read in this process."""
+    eligible = np.arange(source.n_chunks) if eligible is None else np.asarray(eligible)
+    n_chunks = eligible.shape[0]
     k = max(1, -(-n_rows // max(source.chunk_len(0), 1)))
     while True:
-        picks = np.unique(np.round(np.linspace(0, n_chunks - 1, min(k, n_chunks))).astype(int))
+        picks = eligible[np.unique(np.round(np.linspace(0, n_chunks - 1, min(k, n_chunks))).astype(int))]
         if k >= n_chunks or sum(source.chunk_len(int(i)) for i in picks) >= n_rows:
             break
         k += 1
@@ -152,7 +161,7 @@ def _entry(objective, info):
     return {"rows": objective.used["rows"], **{k: v for k, v in info.items() if k != "history"}}
 
 
-def refinement_stage(source, runner, gauss, start, how, progress=False):
+def refinement_stage(source, runner, gauss, start, how, progress=False, search=False):
     """Refine ``start`` (whitened coordinates in ``gauss``'s frame) as ``how`` (:class:`RefineSettings`) says.
 
     In memory, a first run uses ``how.rows`` rows; when its residual shows
@@ -167,12 +176,18 @@ def refinement_stage(source, runner, gauss, start, how, progress=False):
     stages = {"moment": {"rel_mse_train": _rel_mse(objective.fn, start, gauss.var_y)}, "refined": []}
     history, rows_used = [], [objective.used]
     params = start
+    looks = ()
     if how.enabled and m > 0:
         params, info = _refine(objective, start, gauss, how, progress)
         stages["refined"].append(_entry(objective, info))
         history += info["history"]
+        rel_mse = info["rel_mse_end"]
+        if search and not how.passes:
+            found = width_search(source, gauss, params, objective, how, progress)
+            params, looks, m = found.params, found.looks, found.params.n_hidden
+            rel_mse = found.stages.get("rel_mse_train", rel_mse)
         rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
-        noisy = info["rel_mse_end"] > settings.NOISY_REL_MSE and not info["target_reached"]
+        noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
         if not how.passes and noisy and rows2 > objective.used["rows"]:
             objective = _in_memory(source, gauss, rows2, m)
             params, info = _refine(objective, params, gauss, how, progress)
@@ -180,4 +195,116 @@ def refinement_stage(source, runner, gauss, start, how, progress=False):
             history += info["history"]
             rows_used.append(objective.used)
         params = oriented(params)
-    return Refinement(params, stages, history or None, rows_used)
+    return Refinement(params, stages, history or None, rows_used, looks)
+
+
+VALIDATION_ROWS = 1 << 17  # held-out rows of the width search (chunks the refinement did not read)
+HOLDOUT_EVERY = 8  # without such chunks, every 8th refinement row is held out
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Training and held-out rows of the width search (whitened)."""
+
+    z: np.ndarray
+    y: np.ndarray
+    z_val: np.ndarray
+    y_val: np.ndarray
+
+
+def _search_split(source, gauss, objective):
+    """Held-out rows from chunks the refinement did not read, else every ``HOLDOUT_EVERY``-th of its rows."""
+    fn = objective.fn
+    unused = sorted(set(range(source.n_chunks)) - set(objective.used.get("chunks", [])))
+    if unused:
+        rows = _refine_rows(source, VALIDATION_ROWS, unused)
+        z_val = (rows.x - gauss.mean) @ gauss.whitener
+        return _Split(fn.z, fn.y, z_val, rows.y)
+    held = np.zeros(fn.y.shape[0], dtype=bool)
+    held[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY] = True
+    return _Split(fn.z[~held], fn.y[~held], fn.z[held], fn.y[held])
+
+
+def _with_unit(params, unit):
+    """``params`` with one more unit and the affine change that comes with it."""
+    return Params(
+        np.append(params.a, unit["a"]),
+        np.column_stack([params.W, unit["w"]]),
+        np.append(params.b, unit["b"]),
+        params.u + unit["du"],
+        params.c + unit["dc"],
+    )
+
+
+def _try_unit(split, params, look, gauss, how, progress):
+    """Refine ``params`` plus the residual's unit on the training rows; the held-out verdict."""
+    start = _with_unit(params, unit_from_residual(look))
+    objective = _Objective(InMemoryObjective(split.z, split.y, start.n_hidden), {"rows": int(split.y.shape[0])})
+    trial, info = _refine(objective, start, gauss, how, progress)
+    gain = heldout_gain(split.y_val, params.predict(split.z_val), trial.predict(split.z_val))
+    taken = gain["gain"] > HELDOUT_Z * gain["se"]
+    verdict = f"held-out loss {'fell' if gain['gain'] > 0 else 'rose'} by {abs(gain['gain']) / max(gain['se'], 1e-300):.3g} standard errors"
+    extra = {**look.candidate.extra, "heldout_gain": gain["gain"], "heldout_se": gain["se"]}
+    cand = replace(look.candidate, taken=taken, reason=("added: " if taken else "left out: ") + verdict, extra=extra)
+    return (trial if taken else params), cand
+
+
+def _residual_floor(look, rel_mse):
+    """Why the search stops at this look, or None when its candidate is worth a try.
+
+    A relative MSE at most ``NOISY_REL_MSE`` is the numerical floor: the
+    residual is rounding (of float32 data, say), which a unit may fit in
+    part but no network explains.
+    """
+    cand = look.candidate
+    if rel_mse <= settings.NOISY_REL_MSE:
+        return f"the residual is at the numerical floor (relative MSE {rel_mse:.2g} <= {settings.NOISY_REL_MSE:g})"
+    if abs(cand.value) <= cand.threshold:
+        return f"the residual's T_2 is at its measured floor ({abs(cand.value) / cand.threshold:.3g}x the threshold)"
+    if cand.extra["max_abs_cos_to_units"] > 0.99:
+        return "the leftover misfit of a unit already there (|cos| > 0.99), not a new direction"
+    return None
+
+
+def width_search(source, gauss, params, objective, how, progress=False):
+    """Residual deflation: add the units the residual's moments show and the held-out rows confirm.
+
+    Each round computes the residual on the refinement rows, looks at its
+    moments (:func:`~stream_relu.width.residual_look`), and, when the
+    strongest direction stands above its measured floor and is not the
+    misfit of a unit already there, refines the network with one more unit
+    started from the residual's moments along it; the unit stays when the
+    loss on held-out rows (chunks the refinement did not read, else every
+    ``HOLDOUT_EVERY``-th row) falls by more than ``HELDOUT_Z`` standard
+    errors.  The search stops at the first round that adds nothing.  With
+    ``how.target`` each refinement stops at the target, so the residual
+    holds misfit as well: the held-out test still decides.  A residual at
+    the numerical floor (relative MSE at most ``NOISY_REL_MSE``) ends the
+    search: a unit missing then changes the relative MSE by less than that.
+
+    Returns
+    -------
+    Refinement
+        ``params`` (normalized, oriented), ``looks``, and in ``stages`` the
+        last look's ``rel_mse_train`` (on the search's training rows).
+    """
+    split = None  # held-out rows are read once a look asks for a trial
+    z, y = objective.fn.z, objective.fn.y
+    looks = []
+    while params.n_hidden < params.n_features:
+        r = y - params.predict(z)
+        look = residual_look(z, r, params.normalized().W)
+        rel_mse = float(np.mean(r * r)) / max(gauss.var_y, np.finfo(float).tiny)
+        why = _residual_floor(look, rel_mse)
+        if why is not None:
+            floor = {**look.candidate.extra, "numerical_floor": why.startswith("the residual is at the numerical")}
+            looks.append(replace(look.candidate, reason=why, extra=floor))
+            break
+        split = split or _search_split(source, gauss, objective)
+        z, y = split.z, split.y
+        params, cand = _try_unit(split, params, look, gauss, how, progress)
+        looks.append(cand)
+        log.info("width search: residual candidate %s", cand.reason)
+        if not cand.taken:
+            break
+    return Refinement(oriented(params), {"rel_mse_train": rel_mse}, looks=tuple(looks))

@@ -68,33 +68,45 @@ class GaussPlan:
     shift_x : ndarray of shape (d,)
     shift_y : float
     key : str
-        ``"gauss-v2-"`` and a digest of the shifts: states of different
-        shifts never merge.
+        ``"gauss-v2-"`` and a digest of the shifts (and ``-gK`` with
+        groups): states of different shifts never merge.
+    groups : int
+        ``K > 0``: the rows of each chunk are also summed in ``K`` groups
+        by row index modulo ``K`` (the measured noise of ``T_2``,
+        :attr:`GaussMoments.t2_groups`); 0: totals only.
     """
 
     shift_x: np.ndarray
     shift_y: float
     key: str = field(default="", compare=False)
+    groups: int = 0
 
     @classmethod
-    def from_shifts(cls, shift_x, shift_y):
+    def from_shifts(cls, shift_x, shift_y, groups=0):
         shift_x = _round32(np.atleast_1d(shift_x))
         shift_y = float(_round32(shift_y))
-        return cls(shift_x, shift_y, GAUSS_KEY + "-" + digest(shift_x, np.array(shift_y)))
+        key = GAUSS_KEY + "-" + digest(shift_x, np.array(shift_y))
+        if groups:
+            key += f"-g{int(groups)}"
+        return cls(shift_x, shift_y, key, int(groups))
 
     @classmethod
-    def from_sample(cls, x, y):
+    def from_sample(cls, x, y, groups=0):
         """Shifts from a sample of rows (their finite rows' means; zero when there are none)."""
         x = _f64(x)
         y = _f64(y).reshape(-1)
         good = np.isfinite(y) & np.isfinite(x).all(axis=1)
         if not good.any():
-            return cls.zero(x.shape[1])
-        return cls.from_shifts(x[good].mean(axis=0), y[good].mean())
+            return cls.zero(x.shape[1], groups)
+        return cls.from_shifts(x[good].mean(axis=0), y[good].mean(), groups)
 
     @classmethod
-    def zero(cls, n_features):
-        return cls.from_shifts(np.zeros(n_features), 0.0)
+    def zero(cls, n_features, groups=0):
+        return cls.from_shifts(np.zeros(n_features), 0.0, groups)
+
+    def with_groups(self, groups):
+        """The same shift with ``groups`` interleaved row groups summed beside the totals."""
+        return type(self).from_shifts(self.shift_x, self.shift_y, groups)
 
 
 def gauss_chunk(x, y, plan=None):
@@ -160,6 +172,21 @@ def _normality_block(xb, ones, G, acc):
     acc["p4"] += ones @ T
 
 
+def _group_block(Fb, Yx, acc):
+    """Add the products of each interleaved row group (block row index mod ``K``) to ``acc``.
+
+    Blocks hold a multiple of ``K`` rows (a power of two of at least 256)
+    except a chunk's last, so a block's row index modulo ``K`` is the
+    chunk's.  The totals are summed as without groups, bit for bit.
+    """
+    K = acc["g_F"].shape[0]
+    d = Fb.shape[1] - 2
+    for g in range(min(K, Fb.shape[0])):
+        Fg = Fb[g::K]
+        acc["g_F"][g] += Fg.T @ Fg
+        acc["g_yxx"][g] += Fg[:, 1 : d + 1].T @ Yx[g::K]
+
+
 def _gauss_block(Fb, Yx, G, acc, normality):
     """Add one block's first-pass products to ``acc``; ``Fb = [1, x', y']`` in the work dtype."""
     d = Fb.shape[1] - 2
@@ -167,11 +194,15 @@ def _gauss_block(Fb, Yx, G, acc, normality):
     acc["F1F1"] += Fb.T @ Fb
     np.multiply(xb, Fb[:, d + 1 : d + 2], out=Yx)
     acc["yxx"] += xb.T @ Yx
+    if "g_F" in acc:
+        _group_block(Fb, Yx, acc)
     if normality:
         _normality_block(xb, Fb[:, 0], G, acc)
 
 
-def _gauss_acc(d):
+def _gauss_acc(d, groups=0):
+    if groups:
+        return {**_gauss_acc(d), "g_F": np.zeros((groups, d + 2, d + 2)), "g_yxx": np.zeros((groups, d, d))}
     return {
         "F1F1": np.zeros((d + 2, d + 2)),
         "yxx": np.zeros((d, d)),
@@ -200,13 +231,16 @@ def _gauss_state(acc, n, d, dt, key):
         "yxx": 0.5 * (yxx + yxx.T),
         "lowp_rows": np.array(float(n) if dt == np.float32 else 0.0),
     }
+    if "g_F" in acc:
+        sums["g_F"] = acc["g_F"]
+        sums["g_yxx"] = 0.5 * (acc["g_yxx"] + acc["g_yxx"].transpose(0, 2, 1))
     return MomentState("gauss", key, n, sums)
 
 
 def _gauss_sums(x, y, plan, dt):
     n, d = x.shape
     G = projection_directions(d).astype(dt)
-    acc = _gauss_acc(d)
+    acc = _gauss_acc(d, plan.groups)
     Yx = None
     for j, Fb in _shifted_blocks(x, y, plan.shift_x, plan.shift_y, dt, 3 * d + 2 * N_PROJECTIONS + 2):
         Yx = _row_scratch(Yx, Fb.shape[0], d, dt)
@@ -327,6 +361,13 @@ class GaussMoments:
     normality : dict
         Skewness and excess kurtosis of every column of x and of 8 fixed
         projections (:func:`normality_statistics`, as :meth:`Normality.as_dict`).
+    t2_groups : ndarray of shape (K, d, d) or None
+        ``T_2`` of each interleaved row group (a :class:`GaussPlan` with
+        ``groups = K``), in the whitening of all rows and with ``y``
+        centred at its overall mean, so that their row-weighted mean is
+        ``T2``: their spread measures the noise of ``T2``.
+    group_rows : ndarray of shape (K,) or None
+        Rows of each group.
     """
 
     n_samples: int
@@ -339,6 +380,8 @@ class GaussMoments:
     T2: np.ndarray
     var_y: float
     normality: dict = field(default_factory=dict)
+    t2_groups: np.ndarray = None
+    group_rows: np.ndarray = None
 
     @property
     def n_features(self):
@@ -452,6 +495,7 @@ def finalize_gauss(state, plan=None):
     T2 = 0.5 * (T2 + T2.T)
     var_y = float(s["yy"]) / n - ybar * ybar
     normality = normality_statistics(state).as_dict()
+    groups = _group_t2(s, mean, ybar, whitener) if "g_F" in s else (None, None)
     mean = mean + plan.shift_x
     ybar = ybar + plan.shift_y
     return GaussMoments(
@@ -465,7 +509,30 @@ def finalize_gauss(state, plan=None):
         T2=T2,
         var_y=max(var_y, 0.0),
         normality=normality,
+        t2_groups=groups[0],
+        group_rows=groups[1],
     )
+
+
+def _group_t2(s, mean, ybar, whitener):
+    """``T_2`` of each row group (the :class:`GaussMoments` attribute ``t2_groups``) and the groups' rows.
+
+    With the group's sums over shifted rows and the overall mean ``m'`` of
+    ``x'`` and ``ybar'`` of ``y'``: ``T_2^g = A E_g[(y' - ybar') (x' - m')
+    (x' - m')^T] A - (E_g[y'] - ybar') I``.  Groups without rows get zeros.
+    """
+    F, Q = s["g_F"], s["g_yxx"]
+    d = mean.shape[0]
+    out = np.zeros_like(Q)
+    rows = F[:, 0, 0].copy()
+    for g in np.flatnonzero(rows > 0):
+        n_g = rows[g]
+        x_g, y_g, P_g, X_g = F[g, 0, 1 : d + 1], F[g, 0, d + 1], F[g, 1 : d + 1, d + 1], F[g, 1 : d + 1, 1 : d + 1]
+        weighted = Q[g] - np.outer(mean, P_g) - np.outer(P_g, mean) + y_g * np.outer(mean, mean)
+        spread = X_g - np.outer(mean, x_g) - np.outer(x_g, mean) + n_g * np.outer(mean, mean)
+        M = whitener @ ((weighted - ybar * spread) / n_g) @ whitener - (y_g / n_g - ybar) * np.eye(d)
+        out[g] = 0.5 * (M + M.T)
+    return out, rows
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,15 @@ def _joint_sums(x, y, plan, dt):
     n, d = x.shape
     ops = _subspace_ops(plan, dt)
     acc = _subspace_acc(d, plan.n_hidden)
-    gacc = _gauss_acc(d)
+    gauss_plan = plan.gauss_plan
+    gacc = _gauss_acc(d, gauss_plan.groups)
     Yx = None
     for _, Fb in _shifted_blocks(x, y, plan.mean, plan.T0, dt, _subspace_width(d, plan.n_hidden) + d):
         _subspace_block(Fb, ops, acc)
         Yx = _row_scratch(Yx, Fb.shape[0], d, dt)
         _gauss_block(Fb, Yx, None, gacc, False)
     sub = _subspace_state(acc, n, plan.key)
-    gauss = _gauss_state(gacc, n, d, dt, plan.gauss_plan.key)
+    gauss = _gauss_state(gacc, n, d, dt, gauss_plan.key)
     sums = {f"g/{k}": v for k, v in gauss.sums.items()}
     sums.update({f"s/{k}": v for k, v in sub.sums.items()})
     return MomentState("joint", plan.key, n, sums)

@@ -65,6 +65,8 @@ class SubspacePlan:
         ``U^T T_2 U`` from the first pass (the order-2 control variate).
     key : str
         Digest of all of the above: states of different plans never merge.
+    groups : int
+        Row groups of a joint pass's first-pass sums (:class:`GaussPlan`).
     """
 
     mean: np.ndarray
@@ -77,20 +79,23 @@ class SubspacePlan:
     # Derived once: v = (x - mean) @ proj, the linear part (x - mean) @ lin.
     proj: np.ndarray = field(default=None, repr=False, compare=False)
     lin: np.ndarray = field(default=None, repr=False, compare=False)
+    groups: int = 0
 
     @classmethod
-    def build(cls, gauss, basis):
+    def build(cls, gauss, basis, groups=0):
         """Plan the subspace pass from a first pass and a basis ``U``."""
         basis = np.ascontiguousarray(basis, dtype=np.float64)
         M2 = basis.T @ gauss.T2 @ basis
-        return cls.from_parts(gauss.mean, gauss.whitener, basis, gauss.T0, gauss.T1, M2)
+        return cls.from_parts(gauss.mean, gauss.whitener, basis, gauss.T0, gauss.T1, M2, groups)
 
     @classmethod
-    def from_parts(cls, mean, whitener, basis, T0, T1, M2):
+    def from_parts(cls, mean, whitener, basis, T0, T1, M2, groups=0):
         whitener, basis, T1, M2 = (np.ascontiguousarray(a, dtype=np.float64) for a in (whitener, basis, T1, M2))
         mean = _round32(mean)
         T0 = float(_round32(T0))
         key = "subspace-v2-" + digest(mean, whitener, basis, np.array(T0), T1, M2)
+        if groups:
+            key += f"-g{int(groups)}"
         return cls(
             mean=mean,
             whitener=whitener,
@@ -101,6 +106,7 @@ class SubspacePlan:
             key=key,
             proj=whitener @ basis,
             lin=whitener @ T1,
+            groups=int(groups),
         )
 
     @property
@@ -110,7 +116,7 @@ class SubspacePlan:
     @property
     def gauss_plan(self):
         """The first-pass shift of a joint pass: this plan's centre and ``T0``."""
-        return GaussPlan.from_shifts(self.mean, self.T0)
+        return GaussPlan.from_shifts(self.mean, self.T0, self.groups)
 
 
 def pair_indices(m):
