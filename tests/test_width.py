@@ -149,3 +149,29 @@ def test_requested_width_keeps_the_formula_rule_and_no_evidence_keys():
     res = sr.fit(x, y, n_hidden=2, progress=False)
     width = res.diagnostics["width"]
     assert width["requested"] and "candidates" not in width and "rule" not in width
+
+
+def _affine_store(path):
+    d = 6
+    u = np.zeros(d)
+    u[0], u[2] = 0.7, -0.2
+    net = sr.ReluNetwork(np.zeros(0), np.zeros((d, 0)), np.zeros(0), u, 0.1)
+    sr.simulate_store(str(path), truth=sr.Truth(net, np.zeros(d), np.eye(d), 0.1), n_samples=120_000, chunk_rows=20_000)
+    return u
+
+
+def test_cli_fit_of_affine_data_writes_the_affine_model_and_exits_0(tmp_path, capsys):
+    from stream_relu.cli import main
+
+    store, out = tmp_path / "affine.zarr", tmp_path / "model.json"
+    u = _affine_store(store)
+    assert main(["fit", str(store), "--out", str(out), "--scheduler", "synchronous", "--no-state"]) == 0
+    assert "no structure found" in capsys.readouterr().err
+    model = sr.load_model(str(out))
+    assert model.n_hidden == 0
+    # 1.2e5 rows with noise 0.1: least-squares standard errors about 3e-4
+    np.testing.assert_allclose(model.u, u, atol=2e-3)
+    assert main(["check", str(store), "--scheduler", "synchronous"]) == 0
+    printed = capsys.readouterr().out
+    assert "width candidate 1: T_2 eigenvalue" in printed and "left out" in printed
+    assert "suggested width 0" in printed
