@@ -331,7 +331,8 @@ def _fit_result(inputs, request, passes, moment, refinement, timings):
     warnings += envelope_warnings(gauss, width, moment.estimate, moment_model)
     for text in warnings:
         log.warning("%s", text)
-    run = passes.run
+    run = dict(passes.run)
+    run["data_passes"] += refinement.stages.get("width_search", {}).get("residual_passes", 0)
     diagnostics = FitDiagnostics(
         warnings=warnings,
         n_samples=inputs.source.n_samples,

@@ -13,6 +13,11 @@ in-memory subsample and whole streamed passes.  Gradients (with
     dL/da_i = sum e relu(h_i)        dL/dw_i = sum e a_i 1[h_i > 0] z
     dL/db_i = sum e a_i 1[h_i > 0]   dL/du = sum e z        dL/dc = sum e
 
+The residual kernel (:data:`RESIDUAL`, :func:`residual_sums`) is the same
+family: sums over rows of the fitted network's residual ``r = y - f(z)``,
+here its ``T_2`` in interleaved row groups (the width search's streamed
+look, :func:`stream_relu.stages.width_search`).
+
 Imports numpy and scipy only.
 """
 
@@ -27,7 +32,10 @@ from scipy.optimize import minimize
 
 from .moments import ChunkKernel, MomentState, digest
 
-__all__ = ["Params", "RefinePlan", "loss_grad_chunk", "refine_chunk", "REFINE", "InMemoryObjective", "refine"]
+__all__ = [
+    "Params", "RefinePlan", "loss_grad_chunk", "refine_chunk", "REFINE", "InMemoryObjective", "refine",
+    "ResidualPlan", "ResidualT2", "residual_sums", "residual_t2", "residual_chunk", "RESIDUAL",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,100 @@ def refine_chunk(x, y, plan):
 
 
 REFINE = ChunkKernel("refine", refine_chunk)
+
+
+def residual_sums(z, r, groups, key="residual"):
+    """Moments of a residual ``r`` over whitened rows ``z``, in interleaved row groups.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_rows, n_features)
+        Whitened inputs, float64.
+    r : ndarray of shape (n_rows,)
+        The residual ``y - f(z)``.
+    groups : int
+        ``K``: row ``i`` goes to group ``i mod K``.
+    key : str
+        The state's key (the plan's, for a streamed pass).
+
+    Returns
+    -------
+    MomentState
+        kind ``"residual"``; per group: ``g_rows``, ``g_r`` (sum of r),
+        ``g_rr`` (of r^2), ``g_rz`` (of r z), ``g_rzz`` (of r z z^T).
+        Their totals give ``T_2`` of the residual, ``E[r (z z^T - I)]``,
+        and the groups its measured noise (:func:`residual_t2`).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    n, d = z.shape
+    sums = {
+        "g_rows": np.zeros(groups), "g_r": np.zeros(groups), "g_rr": np.zeros(groups),
+        "g_rz": np.zeros((groups, d)), "g_rzz": np.zeros((groups, d, d)),
+    }
+    for g in range(min(groups, n)):
+        zg, rg = z[g::groups], r[g::groups]
+        sums["g_rows"][g] = rg.shape[0]
+        sums["g_r"][g] = rg.sum()
+        sums["g_rr"][g] = rg @ rg
+        sums["g_rz"][g] = zg.T @ rg
+        sums["g_rzz"][g] = (zg * rg[:, None]).T @ zg
+    return MomentState("residual", key, n, sums)
+
+
+@dataclass(frozen=True)
+class ResidualT2:
+    """``T_2`` of a residual: the all-rows estimate, each row group's, and the groups' rows."""
+
+    total: np.ndarray
+    groups: np.ndarray
+    rows: np.ndarray
+    mean_square: float
+
+
+def residual_t2(state):
+    """Finalize a merged :func:`residual_sums` state.
+
+    ``T_2^g = (sum_g r z z^T) / n_g - (sum_g r / n_g) I`` per group; the
+    all-rows ``T_2`` is their row-weighted mean.
+
+    Returns
+    -------
+    ResidualT2
+    """
+    s = state.sums
+    rows = s["g_rows"]
+    d = s["g_rz"].shape[1]
+    safe = np.maximum(rows, 1.0)
+    groups = s["g_rzz"] / safe[:, None, None] - (s["g_r"] / safe)[:, None, None] * np.eye(d)
+    groups = 0.5 * (groups + groups.transpose(0, 2, 1))
+    total = np.tensordot(rows / rows.sum(), groups, axes=1)
+    return ResidualT2(total, groups, rows, float(s["g_rr"].sum() / rows.sum()))
+
+
+@dataclass(frozen=True)
+class ResidualPlan:
+    """Inputs of a streamed residual pass: the whitening, the fitted parameters and the row groups."""
+
+    mean: np.ndarray
+    whitener: np.ndarray
+    params: Params
+    groups: int
+    key: str
+
+    @classmethod
+    def build(cls, mean, whitener, params, groups):
+        key = f"residual-g{int(groups)}-" + digest(mean, whitener, params.pack())
+        return cls(mean, whitener, params, int(groups), key)
+
+
+def residual_chunk(x, y, plan):
+    """:func:`residual_sums` of raw rows, whitened and predicted with the plan's network."""
+    z = (np.asarray(x, dtype=np.float64) - plan.mean) @ plan.whitener
+    r = np.asarray(y, dtype=np.float64) - plan.params.predict(z)
+    return residual_sums(z, r, plan.groups, plan.key)
+
+
+RESIDUAL = ChunkKernel("residual", residual_chunk)
 
 
 class InMemoryObjective:

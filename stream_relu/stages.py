@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import settings
-from .engine import ChunkOptions, StepProgress, reduce_chunks
+from .engine import ChunkOptions, Progress, StepProgress, reduce_chunks
 from .errors import RecoveryError
 from .recovery import canonical_flips, recover
-from .refine import REFINE, InMemoryObjective, Params, RefinePlan, refine
-from .width import HELDOUT_Z, heldout_gain, residual_look, unit_from_residual
+from .refine import REFINE, RESIDUAL, InMemoryObjective, Params, RefinePlan, ResidualPlan, refine, residual_t2
+from .width import GROUPS, HELDOUT_Z, heldout_gain, residual_look, unit_from_residual
 
 log = logging.getLogger("stream_relu")
 
@@ -183,9 +183,10 @@ def refinement_stage(source, runner, gauss, start, how, progress=False, search=F
         history += info["history"]
         rel_mse = info["rel_mse_end"]
         if search and not how.passes:
-            found = width_search(source, gauss, params, objective, how, progress)
+            found = width_search(source, runner, gauss, params, objective, how, progress)
             params, looks, m = found.params, found.looks, found.params.n_hidden
-            rel_mse = found.stages.get("rel_mse_train", rel_mse)
+            rel_mse = found.stages["rel_mse_train"]
+            stages["width_search"] = found.stages
         rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
         noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
         if not how.passes and noisy and rows2 > objective.used["rows"]:
@@ -259,46 +260,82 @@ def _residual_floor(look, rel_mse):
     cand = look.candidate
     if rel_mse <= settings.NOISY_REL_MSE:
         return f"the residual is at the numerical floor (relative MSE {rel_mse:.2g} <= {settings.NOISY_REL_MSE:g})"
-    if abs(cand.value) <= cand.threshold:
-        return f"the residual's T_2 is at its measured floor ({abs(cand.value) / cand.threshold:.3g}x the threshold)"
+    if not cand.stands_out:
+        orders = ", ".join(f"order {k} {v:.3g}" for k, v in cand.z.items())
+        return (
+            f"the residual is at its measured floor (T_2 eigenvalue {abs(cand.value) / cand.threshold:.3g}x "
+            f"the threshold; standard errors: {orders})"
+        )
     if cand.extra["max_abs_cos_to_units"] > 0.99:
         return "the leftover misfit of a unit already there (|cos| > 0.99), not a new direction"
     return None
 
 
-def width_search(source, gauss, params, objective, how, progress=False):
+def _streamed_look(source, runner, gauss, params, z, r, progress):
+    """The residual look with ``T_2`` from one streamed pass over every row (:data:`~stream_relu.refine.RESIDUAL`)."""
+    plan = ResidualPlan.build(gauss.mean, gauss.whitener, params, GROUPS)
+    prog = Progress("residual pass (width search)", source.n_chunks, source.n_samples, enabled=progress)
+    red = reduce_chunks(source, RESIDUAL, plan, runner, progress=prog, options=ChunkOptions(nonfinite="skip"))
+    return residual_look(z, r, params.normalized().W, residual_t2(red.state))
+
+
+def _stop_or_stream(ctx, params, z, r, streamed):
+    """The look at the residual ``r`` on rows ``z``, why it ends the search (or None), and whether it streamed.
+
+    A look that does not stand out, on a residual above the numerical floor
+    and on rows that are under half of the store, is made again once with
+    ``T_2`` over every row: the refinement rows may lack the power the
+    store has.
+    """
+    source, runner, gauss, progress = ctx
+    look = residual_look(z, r, params.normalized().W)
+    rel_mse = float(np.mean(r * r)) / max(gauss.var_y, np.finfo(float).tiny)
+    why = _residual_floor(look, rel_mse)
+    more = source.n_samples >= 2 * z.shape[0] and runner is not None
+    if why is not None and more and not streamed and rel_mse > settings.NOISY_REL_MSE:
+        look, streamed = _streamed_look(source, runner, gauss, params, z, r, progress), True
+        why = _residual_floor(look, rel_mse)
+    if why is not None:
+        floor = {**look.candidate.extra, "numerical_floor": why.startswith("the residual is at the numerical")}
+        look = replace(look, candidate=replace(look.candidate, reason=why, extra=floor))
+    return look, why, streamed
+
+
+def width_search(source, runner, gauss, params, objective, how, progress=False):
     """Residual deflation: add the units the residual's moments show and the held-out rows confirm.
 
     Each round computes the residual on the refinement rows, looks at its
     moments (:func:`~stream_relu.width.residual_look`), and, when the
-    strongest direction stands above its measured floor and is not the
+    strongest direction stands out of its measured floor and is not the
     misfit of a unit already there, refines the network with one more unit
     started from the residual's moments along it; the unit stays when the
     loss on held-out rows (chunks the refinement did not read, else every
     ``HOLDOUT_EVERY``-th row) falls by more than ``HELDOUT_Z`` standard
-    errors.  The search stops at the first round that adds nothing.  With
-    ``how.target`` each refinement stops at the target, so the residual
-    holds misfit as well: the held-out test still decides.  A residual at
-    the numerical floor (relative MSE at most ``NOISY_REL_MSE``) ends the
-    search: a unit missing then changes the relative MSE by less than that.
+    errors.  The search stops at the first round that adds nothing.  A look
+    that is ambiguous on the refinement rows of a larger store is made again
+    with one streamed pass over every row (:func:`_stop_or_stream`; at most
+    one per search).  With ``how.target`` each refinement stops at the
+    target, so the residual holds misfit as well: the held-out test still
+    decides.  A residual at the numerical floor (relative MSE at most
+    ``NOISY_REL_MSE``) ends the search: a unit missing then changes the
+    relative MSE by less than that.
 
     Returns
     -------
     Refinement
         ``params`` (normalized, oriented), ``looks``, and in ``stages`` the
-        last look's ``rel_mse_train`` (on the search's training rows).
+        last look's ``rel_mse_train`` (on the search's training rows) and
+        ``residual_passes`` (streamed passes made).
     """
     split = None  # held-out rows are read once a look asks for a trial
     z, y = objective.fn.z, objective.fn.y
-    looks = []
+    looks, streamed = [], False
     while params.n_hidden < params.n_features:
         r = y - params.predict(z)
-        look = residual_look(z, r, params.normalized().W)
-        rel_mse = float(np.mean(r * r)) / max(gauss.var_y, np.finfo(float).tiny)
-        why = _residual_floor(look, rel_mse)
+        look, why, streamed_now = _stop_or_stream((source, runner, gauss, progress), params, z, r, streamed)
+        streamed = streamed or streamed_now
         if why is not None:
-            floor = {**look.candidate.extra, "numerical_floor": why.startswith("the residual is at the numerical")}
-            looks.append(replace(look.candidate, reason=why, extra=floor))
+            looks.append(look.candidate)
             break
         split = split or _search_split(source, gauss, objective)
         z, y = split.z, split.y
@@ -307,4 +344,6 @@ def width_search(source, gauss, params, objective, how, progress=False):
         log.info("width search: residual candidate %s", cand.reason)
         if not cand.taken:
             break
-    return Refinement(oriented(params), {"rel_mse_train": rel_mse}, looks=tuple(looks))
+    stages = {"rel_mse_train": float(np.mean((y - params.predict(z)) ** 2)) / max(gauss.var_y, 1e-300),
+              "residual_passes": int(streamed)}
+    return Refinement(oriented(params), stages, looks=tuple(looks))

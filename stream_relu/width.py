@@ -11,8 +11,9 @@ Two looks decide the width when it is not given:
    the loss on held-out rows by more than ``HELDOUT_Z`` standard errors
    (:func:`heldout_gain`).
 
-Imports numpy, :mod:`stream_relu.hermite` and :mod:`stream_relu.recovery`
-(the :class:`~stream_relu.recovery.WidthChoice` value).
+Imports numpy, :mod:`stream_relu.hermite`, :mod:`stream_relu.recovery`
+(the :class:`~stream_relu.recovery.WidthChoice` value) and
+:mod:`stream_relu.refine` (the residual's moment sums).
 
 Notes
 -----
@@ -41,6 +42,11 @@ about 1e-4 per look for Gaussian tails (``TAKE_SIGMAS = 4``; the largest
 eigenvalue's law has a somewhat heavier right tail, about 1e-3); the 99th
 percentile of the draws (``WARN_QUANTILE``) marks candidates that are
 left out although noise alone rarely reaches them: those give a warning.
+The residual's strongest ``T_2`` direction also carries its orders 3 and 4
+(``E[r He_k(<v, z>)]``, standard errors from the same row groups); it is
+tried when it passes the order-2 rule or stands ``HIGHER_TAKE_Z`` standard
+errors out in order 3 or 4 (a unit with ``|b|`` near 2 or more is relatively
+stronger there), and warned about past ``HIGHER_WARN_Z``.
 The compression of a matrix never has a larger norm than the matrix, so
 the full space's threshold bounds every later candidate's: candidates
 above it are taken without drawing for their own complement, and their
@@ -55,6 +61,7 @@ import numpy as np
 
 from .hermite import hermite_e, relu_coefficient, std_normal_pdf
 from .recovery import WidthChoice
+from .refine import residual_sums, residual_t2
 
 __all__ = [
     "GROUPS",
@@ -72,6 +79,8 @@ NULL_DRAWS = 400  # draws of the noise-only matrices (fixed seed)
 TAKE_SIGMAS = 4.0  # a candidate is taken above the null's mean plus this many standard deviations
 WARN_QUANTILE = 0.99  # left out above this quantile of the null: a warning
 HELDOUT_Z = 3.0  # a unit is added when the held-out loss falls by more than this many standard errors
+HIGHER_TAKE_Z = 5.0  # a residual direction is also tried when order 3 or 4 stands this many standard errors out
+HIGHER_WARN_Z = 2.81  # ... and warned about above this (the 99th percentile of the larger of two |N(0, 1)|)
 N_EXTRA = 3  # candidates reported beyond the last one taken
 NULL_SEED = 20211206
 
@@ -161,10 +170,19 @@ class Candidate:
     reason: str
     extra: dict = field(default_factory=dict)
 
+    def _higher(self):
+        return max((self.z.get(k, 0.0) for k in (3, 4)), default=0.0)
+
+    @property
+    def stands_out(self):
+        """Above the take threshold in order 2, or ``HIGHER_TAKE_Z`` standard errors out in order 3 or 4."""
+        return abs(self.value) > self.threshold or self._higher() > HIGHER_TAKE_Z
+
     @property
     def warns(self):
         """Left out although beyond the 99th percentile of noise alone (a residual at its numerical floor aside)."""
-        return not self.taken and abs(self.value) > self.noise_99 and not self.extra.get("numerical_floor")
+        beyond = abs(self.value) > self.noise_99 or self._higher() > HIGHER_WARN_Z
+        return not self.taken and beyond and not self.extra.get("numerical_floor")
 
     def as_dict(self):
         """JSON-ready form (diagnostics)."""
@@ -252,21 +270,6 @@ RULE = (
 )
 
 
-def _grouped_t2(z, r, K):
-    """``T_2`` of ``r`` (in ``z``'s whitening) over all rows, and its noise from ``K`` interleaved row groups."""
-    d = z.shape[1]
-    groups = np.zeros((K, d, d))
-    rows = np.zeros(K)
-    for g in range(K):
-        zg, rg = z[g::K], r[g::K]
-        rows[g] = rg.shape[0]
-        if rows[g]:
-            groups[g] = (zg * rg[:, None]).T @ zg / rows[g] - rg.mean() * np.eye(d)
-    total = np.tensordot(rows / rows.sum(), groups, axes=1)
-    total = 0.5 * (total + total.T)
-    return total, GroupNoise.from_groups(groups, rows, total)
-
-
 def _directional(t, r, K):
     """``E[r He_k(t)]`` for k = 0..4 and their measured standard errors (interleaved groups)."""
     H = np.stack([hermite_e(k, t) for k in range(5)], axis=1) * r[:, None]
@@ -297,7 +300,7 @@ class ResidualLook:
     candidate: Candidate
 
 
-def residual_look(z, r, W):
+def residual_look(z, r, W, t2=None):
     """The residual's strongest ``T_2`` direction, its evidence in orders 2-4, and its angle to the units.
 
     Parameters
@@ -308,21 +311,26 @@ def residual_look(z, r, W):
         Residual ``y - f_hat(z)``.
     W : ndarray of shape (d, m)
         The model's unit directions (unit columns).
+    t2 : ResidualT2, optional
+        The residual's ``T_2`` over more rows (a streamed pass,
+        :data:`~stream_relu.refine.RESIDUAL`): its strongest direction and
+        order-2 evidence replace those of the rows ``z``; orders 0-4 along
+        it still come from ``z``.
 
     Returns
     -------
     ResidualLook
     """
-    T2, noise = _grouped_t2(z, r, GROUPS)
-    evals, evecs = _sorted_eigh(T2)
+    t2 = residual_t2(residual_sums(z, r, GROUPS)) if t2 is None else t2
+    noise = GroupNoise.from_groups(t2.groups, t2.rows, t2.total)
+    evals, evecs = _sorted_eigh(t2.total)
     null = _Null.of(noise.null_largest(evecs))
     v = evecs[:, 0]
     coef, se = _directional(z @ v, r, GROUPS)
-    zs = {k: abs(float(coef[k])) / max(float(se[k]), 1e-300) for k in (2, 3, 4)}
-    cos = float(np.max(np.abs(W.T @ v))) if W.shape[1] else 0.0
-    cand = Candidate(
-        "residual", float(evals[0]), zs, null.take, null.warn, False, "", {"max_abs_cos_to_units": cos}
-    )
+    zs = {2: abs(float(evals[0])) / max(noise.se(v), 1e-300)}
+    zs.update({k: abs(float(coef[k])) / max(float(se[k]), 1e-300) for k in (3, 4)})
+    extra = {"max_abs_cos_to_units": float(np.max(np.abs(W.T @ v))) if W.shape[1] else 0.0, "rows": int(t2.rows.sum())}
+    cand = Candidate("residual", float(evals[0]), zs, null.take, null.warn, False, "", extra)
     return ResidualLook(v, coef, cand)
 
 

@@ -175,3 +175,43 @@ def test_cli_fit_of_affine_data_writes_the_affine_model_and_exits_0(tmp_path, ca
     printed = capsys.readouterr().out
     assert "width candidate 1: T_2 eigenvalue" in printed and "left out" in printed
     assert "suggested width 0" in printed
+
+
+def test_residual_kernel_over_chunks_equals_the_rows_sums():
+    from stream_relu.refine import Params, ResidualPlan, residual_chunk, residual_sums, residual_t2
+
+    rng = np.random.default_rng(7)
+    d = 5
+    x = rng.standard_normal((48_000, d))
+    params = Params(np.array([0.5]), np.eye(d)[:, :1], np.array([0.2]), np.zeros(d), 0.0)
+    y = np.maximum(x @ np.eye(d)[:, 1] - 0.3, 0.0) + params.predict(x)
+    plan = ResidualPlan.build(np.zeros(d), np.eye(d), params, GROUPS)
+    merged = sum(residual_chunk(x[i : i + 16_000], y[i : i + 16_000], plan) for i in range(0, 48_000, 16_000))
+    whole = residual_sums(x, y - params.predict(x), GROUPS)  # chunks of a multiple of K rows: the same groups
+    for k in whole.sums:
+        np.testing.assert_allclose(merged.sums[k], whole.sums[k], rtol=1e-12, atol=1e-9)
+    t2 = residual_t2(merged)
+    # oracle: the residual is relu(<e_1, z> - 0.3), whose T_2 is phi(-0.3) e_1 e_1^T (Monte Carlo, 48,000 rows)
+    expected = relu_coefficient(2, -0.3) * np.outer(np.eye(d)[1], np.eye(d)[1])
+    np.testing.assert_allclose(t2.total, expected, atol=0.03)
+
+
+def test_an_ambiguous_look_streams_every_row_and_then_sees_the_unit():
+    from stream_relu.engine import ArraySource, open_runner
+    from stream_relu.refine import Params
+    from stream_relu.stages import _stop_or_stream
+
+    rng = np.random.default_rng(8)
+    d, n = 8, 400_000
+    x = rng.standard_normal((n, d))
+    y = 0.08 * np.maximum(x[:, 0] - 1.0, 0.0) + 0.3 * rng.standard_normal(n)  # a weak unit in noise
+    g = _gauss(x, y)
+    affine = Params(np.zeros(0), np.zeros((d, 0)), np.zeros(0), g.T1, g.T0)
+    z = (x - g.mean) @ g.whitener
+    small = slice(0, 8_192)
+    r = y[small] - affine.predict(z[small])
+    source = ArraySource(x, y, 32_768)
+    with open_runner(source, None, "synchronous", None) as runner:
+        look, why, streamed = _stop_or_stream((source, runner, g, False), affine, z[small], r, False)
+    assert streamed and why is None  # 8,192 rows saw nothing; every row sees the unit
+    assert look.candidate.extra["rows"] == n and abs(look.direction[0]) > 0.95
