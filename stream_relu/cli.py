@@ -223,7 +223,9 @@ def cmd_check(args):
             )
         print(
             f"{stats['n_samples']} rows x {stats['n_features']} features in {stats['n_chunks']} chunks; "
-            + (f"suggested width {stats['suggested_width']}; " if "suggested_width" in stats else "")
+            + (f"suggested width {stats['suggested_width']}"
+               + (" (pass 1's evidence; fit's residual search may add units)" if "width_rule" in stats else "")
+               + "; " if "suggested_width" in stats else "")
             + ("no errors" if report.ok else f"{len(report.errors)} error(s)")
         )
     return 0 if report.ok else EXIT_CODES[DataError]

@@ -14,7 +14,7 @@ one pass after a pilot
     with the pilot (another width, or a span more than ``PILOT_MAX_SIN``
     away), so the result never rests on a poor pilot.
 
-Imports the engine, the moments and the recovery's width choice.
+Imports the engine, the moments, the recovery's width choice and the measured width (:mod:`stream_relu.width`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
 coordinates, units oriented by :func:`~stream_relu.recovery.canonical_flips`);
 :func:`refinement_stage` polishes them by L-BFGS on the squared loss over
 an in-memory subsample of whole chunks, or over streamed passes of every
-row.  Both :func:`stream_relu.fit` and the incremental accumulator call
-them.
+row; with a measured width, :func:`width_search` then adds the units the
+residual's moments show and held-out rows confirm.  Both
+:func:`stream_relu.fit` and the incremental accumulator call them.
 
-Imports the engine (for streamed refinement passes), recovery and refine.
+Imports the engine (for streamed refinement and residual passes), recovery, refine and width.
 """
 
 from __future__ import annotations
