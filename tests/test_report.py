@@ -324,3 +324,14 @@ def test_point_and_bar_labels_do_not_overlap(tmp_path, fitted):
         assert not [(i, o) for i, b in enumerate(boxes) for o in others if _shrunk(b).overlaps(o)]
     # across the two axes, too
     assert not _overlapping([_shrunk(t.get_window_extent(renderer)) for ax in (scatter, bars) for t in _labels(ax)])
+
+
+def test_measured_width_draws_each_candidates_threshold(tmp_path):
+    x, y, _ = planted_data(N, D, M, seed=7)
+    model = sr.fit(x, y, progress=False).model  # width measured
+    fig = render_report(model, tmp_path / "measured.png")
+    spectrum = fig.axes[0]
+    width = model.diagnostics["width"]
+    (marks,) = [line for line in spectrum.lines if line.get_label() == "measured threshold of each candidate"]
+    np.testing.assert_allclose(marks.get_ydata(), [c["threshold"] for c in width["candidates"]])
+    assert any(s.startswith("measured noise floor") for s in spectrum.get_legend_handles_labels()[1])

@@ -215,3 +215,14 @@ def test_an_ambiguous_look_streams_every_row_and_then_sees_the_unit():
         look, why, streamed = _stop_or_stream((source, runner, g, False), affine, z[small], r, False)
     assert streamed and why is None  # 8,192 rows saw nothing; every row sees the unit
     assert look.candidate.extra["rows"] == n and abs(look.direction[0]) > 0.95
+
+
+def test_fit_without_width_at_m_equal_d():
+    # m = d: no bulk in the spectrum, and the residual search has no direction left to add
+    rng = np.random.default_rng(10)
+    W = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    a, b = np.array([1.0, -0.8, 0.9, -1.2]), np.array([0.3, -0.5, 1.0, -1.2])
+    x, y = _relu_data(rng, 200_000, 4, a, W, b)
+    res = sr.fit(x, y, progress=False, chunk_rows=32768)
+    assert res.model.n_hidden == 4
+    assert res.diagnostics["width"]["chosen"] == 4
