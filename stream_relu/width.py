@@ -48,9 +48,9 @@ tried when it passes the order-2 rule or stands ``HIGHER_TAKE_Z`` standard
 errors out in order 3 or 4 (a unit with ``|b|`` near 2 or more is relatively
 stronger there), and warned about past ``HIGHER_WARN_Z``.
 The compression of a matrix never has a larger norm than the matrix, so
-the full space's threshold bounds every later candidate's: candidates
-above it are taken without drawing for their own complement, and their
-reported threshold is the full space's.
+a threshold drawn for the directions from candidate ``j`` on bounds every
+later candidate's: candidates above it are taken without drawing for their
+own directions, and their reported threshold is that bound.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 GROUPS = 16  # interleaved row groups of the measured noise
-NULL_DRAWS = 400  # draws of the noise-only matrices (fixed seed)
+NULL_DRAWS = 256  # draws of the noise-only matrices (fixed seed)
 TAKE_SIGMAS = 4.0  # a candidate is taken above the null's mean plus this many standard deviations
 WARN_QUANTILE = 0.99  # left out above this quantile of the null: a warning
 HELDOUT_Z = 3.0  # a unit is added when the held-out loss falls by more than this many standard errors
@@ -205,17 +205,22 @@ def _sorted_eigh(T):
 
 
 def _spectrum_candidates(evals, evecs, noise):
-    """Candidates of the spectrum rule (module Notes) and the full space's thresholds."""
+    """Candidates of the spectrum rule (module Notes) and the full space's thresholds.
+
+    A threshold drawn for the directions from ``j`` on bounds every later
+    candidate's (a compression of a compression), so it is reused until a
+    candidate falls below it; only then are that candidate's own directions
+    drawn.  The candidates reported after the last one taken get their own.
+    """
     d = evals.shape[0]
     full = _Null.of(noise.null_largest(evecs))
-    out, n_taken, null = [], 0, full
+    out, n_taken, null, drawn_at = [], 0, full, 0
     for k in range(d):
-        if len(out) > n_taken + N_EXTRA - 1 and n_taken < k:
+        if k > n_taken + N_EXTRA - 1 and n_taken < k:
             break
         lam = float(evals[k])
-        if abs(lam) <= full.take or null is not full:
-            null = _Null.of(noise.null_largest(evecs[:, k:]))
-        se = noise.se(evecs[:, k])
+        if drawn_at != k and (abs(lam) <= null.take or n_taken < k):
+            null, drawn_at = _Null.of(noise.null_largest(evecs[:, k:])), k
         take = n_taken == k and abs(lam) > null.take
         n_taken += take
         if take:
@@ -224,6 +229,7 @@ def _spectrum_candidates(evals, evecs, noise):
             reason = "a stronger candidate was left out"
         else:
             reason = f"|eigenvalue| below the threshold ({abs(lam) / null.take:.3g}x)"
+        se = noise.se(evecs[:, k])
         out.append(Candidate("T_2 of y", lam, {2: abs(lam) / max(se, 1e-300)}, null.take, null.warn, take, reason))
     return out, full
 

@@ -20,14 +20,17 @@ def _gauss(x, y, groups=GROUPS):
     return finalize_gauss(gauss_chunk(x, y, plan), plan)
 
 
-def test_group_sums_leave_the_totals_bitwise_and_match_a_plain_loop():
+def test_group_sums_match_a_plain_loop_and_the_totals_of_a_pass_without_groups():
     rng = np.random.default_rng(0)
     x, y = _relu_data(rng, 30_000, 5, np.array([1.0, -0.7]), np.linalg.qr(rng.standard_normal((5, 2)))[0], np.array([0.3, -1.0]))
     x32, y32 = (x + 2.0).astype(np.float32), y.astype(np.float32)
     plain = GaussPlan.from_sample(x32[:4096], y32[:4096])
     grouped = plain.with_groups(GROUPS)
     s0, s1 = gauss_chunk(x32, y32, plain), gauss_chunk(x32, y32, grouped)
-    assert all(np.array_equal(s0.sums[k], s1.sums[k]) for k in s0.sums)
+    # the same products, summed group by group: float32 rounding of the block sums, about 1e-6 relative
+    for k in ("F1F1", "x", "xx", "y", "yx", "yxx", "yy"):
+        if k in s0.sums:
+            np.testing.assert_allclose(s1.sums[k], s0.sums[k], rtol=1e-5, atol=1e-6 * np.abs(s0.sums[k]).max())
     assert grouped.key != plain.key
     g = finalize_gauss(s1, grouped)
     # oracle: each group's T_2 by a plain float64 loop over its rows, in the all-rows whitening

@@ -20,6 +20,7 @@ The constant part of ``y`` drops out of ``T_2`` exactly because the sample
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from math import isfinite
 
@@ -71,9 +72,10 @@ class GaussPlan:
         ``"gauss-v2-"`` and a digest of the shifts (and ``-gK`` with
         groups): states of different shifts never merge.
     groups : int
-        ``K > 0``: the rows of each chunk are also summed in ``K`` groups
-        by row index modulo ``K`` (the measured noise of ``T_2``,
-        :attr:`GaussMoments.t2_groups`); 0: totals only.
+        ``K > 0``: the rows of each chunk are summed in ``K`` groups by row
+        index modulo ``K`` (the measured noise of ``T_2``,
+        :attr:`GaussMoments.t2_groups`), the totals being the groups' sums;
+        0: totals only.
     """
 
     shift_x: np.ndarray
@@ -172,30 +174,49 @@ def _normality_block(xb, ones, G, acc):
     acc["p4"] += ones @ T
 
 
-def _group_block(Fb, Yx, acc):
-    """Add the products of each interleaved row group (block row index mod ``K``) to ``acc``.
+@functools.lru_cache(maxsize=8)
+def _group_order(rows, K):
+    """Row order that puts each interleaved group's rows (block row index mod ``K``) together, and the group bounds."""
+    order = np.concatenate([np.arange(g, rows, K) for g in range(K)])
+    bounds = np.cumsum([0] + [len(range(g, rows, K)) for g in range(K)])
+    return order, bounds
+
+
+def _grouped_block(Fb, Yx, acc):
+    """Add one block's products by interleaved row group (block row index mod ``K``) to ``acc``.
 
     Blocks hold a multiple of ``K`` rows (a power of two of at least 256)
     except a chunk's last, so a block's row index modulo ``K`` is the
-    chunk's.  The totals are summed as without groups, bit for bit.
+    chunk's.  The rows are gathered group by group into contiguous copies;
+    each group's products go to its own sums and, in group order, to the
+    totals (so the totals' bits differ from those of a pass without
+    groups, by rounding only).
     """
     K = acc["g_F"].shape[0]
     d = Fb.shape[1] - 2
-    for g in range(min(K, Fb.shape[0])):
-        Fg = Fb[g::K]
-        acc["g_F"][g] += Fg.T @ Fg
-        acc["g_yxx"][g] += Fg[:, 1 : d + 1].T @ Yx[g::K]
+    order, bounds = _group_order(Fb.shape[0], K)
+    Fs, Ys = Fb[order], Yx[order]
+    for g in range(K):
+        lo, hi = bounds[g], bounds[g + 1]
+        if hi > lo:
+            FF = Fs[lo:hi].T @ Fs[lo:hi]
+            Q = Fs[lo:hi, 1 : d + 1].T @ Ys[lo:hi]
+            acc["g_F"][g] += FF
+            acc["g_yxx"][g] += Q
+            acc["F1F1"] += FF
+            acc["yxx"] += Q
 
 
 def _gauss_block(Fb, Yx, G, acc, normality):
     """Add one block's first-pass products to ``acc``; ``Fb = [1, x', y']`` in the work dtype."""
     d = Fb.shape[1] - 2
     xb = Fb[:, 1 : d + 1]
-    acc["F1F1"] += Fb.T @ Fb
     np.multiply(xb, Fb[:, d + 1 : d + 2], out=Yx)
-    acc["yxx"] += xb.T @ Yx
     if "g_F" in acc:
-        _group_block(Fb, Yx, acc)
+        _grouped_block(Fb, Yx, acc)
+    else:
+        acc["F1F1"] += Fb.T @ Fb
+        acc["yxx"] += xb.T @ Yx
     if normality:
         _normality_block(xb, Fb[:, 0], G, acc)
 
