@@ -264,11 +264,9 @@ def _residual_floor(look, rel_mse):
     if not cand.stands_out:
         orders = ", ".join(f"order {k} {v:.3g}" for k, v in cand.z.items())
         return (
-            f"the residual is at its measured floor (T_2 eigenvalue {abs(cand.value) / cand.threshold:.3g}x "
+            f"the residual is at its measured floor off the units' span (T_2 eigenvalue {abs(cand.value) / cand.threshold:.3g}x "
             f"the threshold; standard errors: {orders})"
         )
-    if cand.extra["max_abs_cos_to_units"] > 0.99:
-        return "the leftover misfit of a unit already there (|cos| > 0.99), not a new direction"
     return None
 
 
@@ -306,10 +304,10 @@ def width_search(source, runner, gauss, params, objective, how, progress=False):
     """Residual deflation: add the units the residual's moments show and the held-out rows confirm.
 
     Each round computes the residual on the refinement rows, looks at its
-    moments (:func:`~stream_relu.width.residual_look`), and, when the
-    strongest direction stands out of its measured floor and is not the
-    misfit of a unit already there, refines the network with one more unit
-    started from the residual's moments along it; the unit stays when the
+    moments off the units' span (:func:`~stream_relu.width.residual_look`:
+    the misfit of units already there vanishes there to first order), and,
+    when they stand out of their measured floor, refines the network with
+    one more unit started from the residual's moments; the unit stays when the
     loss on held-out rows (chunks the refinement did not read, else every
     ``HOLDOUT_EVERY``-th row) falls by more than ``HELDOUT_Z`` standard
     errors.  The search stops at the first round that adds nothing.  A look

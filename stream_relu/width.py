@@ -289,16 +289,18 @@ def _directional(t, r, K):
 
 @dataclass(frozen=True)
 class ResidualLook:
-    """The residual's strongest candidate direction and its evidence.
+    """A look at the residual: where a new unit would start, and the evidence for one.
 
     Attributes
     ----------
     direction : ndarray of shape (d,)
-        Unit vector (whitened coordinates).
+        The strongest direction of the residual's ``T_2`` (unit vector,
+        whitened coordinates): where a new unit starts.
     coefficients : ndarray of shape (5,)
-        ``E[r He_k(<v, z>)]`` for k = 0..4.
+        ``E[r He_k(<v, z>)]`` for k = 0..4 along it.
     candidate : Candidate
-        Its evidence (not yet taken; the caller decides).
+        The evidence off the units' span (:func:`residual_look` Notes; not
+        yet taken: the caller decides).
     """
 
     direction: np.ndarray
@@ -306,8 +308,18 @@ class ResidualLook:
     candidate: Candidate
 
 
+def _complement(W):
+    """Orthonormal basis of the directions orthogonal to the columns of ``W`` (all of them when ``W`` is empty)."""
+    d = W.shape[0]
+    if W.shape[1] == 0:
+        return np.eye(d)
+    U, sv, _ = np.linalg.svd(W, full_matrices=True)
+    rank = int(np.sum(sv > 1e-8 * sv[0]))
+    return U[:, rank:]
+
+
 def residual_look(z, r, W, t2=None):
-    """The residual's strongest ``T_2`` direction, its evidence in orders 2-4, and its angle to the units.
+    """The residual's evidence of a new unit: ``T_2`` off the units' span, and orders 3-4 there.
 
     Parameters
     ----------
@@ -319,24 +331,48 @@ def residual_look(z, r, W, t2=None):
         The model's unit directions (unit columns).
     t2 : ResidualT2, optional
         The residual's ``T_2`` over more rows (a streamed pass,
-        :data:`~stream_relu.refine.RESIDUAL`): its strongest direction and
-        order-2 evidence replace those of the rows ``z``; orders 0-4 along
-        it still come from ``z``.
+        :data:`~stream_relu.refine.RESIDUAL`): it replaces that of the rows
+        ``z``; orders 0-4 along directions still come from ``z``.
 
     Returns
     -------
     ResidualLook
+
+    Notes
+    -----
+    A misfit of the units already there (parameters off by ``delta``, from
+    a refinement on fewer rows than the look sees, or units bent to absorb
+    a missing one) adds to ``T_2`` of the residual terms that each carry a
+    factor ``w_i`` (``a phi(b) (w delta_w^T + delta_w w^T)``, ...): to
+    first order they vanish in the compression ``Q^T T_2 Q`` to the
+    directions ``Q`` orthogonal to the units, while a unit outside their
+    span adds ``a phi(b) (Q^T w)(Q^T w)^T`` there.  The candidate's value is
+    the compression's largest eigenvalue, against noise-only draws of that
+    compression; its orders 3 and 4 are taken along the same direction
+    (where the misfit's vanish too).  The new unit starts along the
+    strongest direction of the whole ``T_2`` (which holds the unit's full
+    direction, not only its part off the span), with its coefficients there.
     """
     t2 = residual_t2(residual_sums(z, r, GROUPS)) if t2 is None else t2
     noise = GroupNoise.from_groups(t2.groups, t2.rows, t2.total)
+    Q = _complement(W)
+    if Q.shape[1] == 0:
+        raise ValueError("the units span every direction: there is no room for a new one")
+    cvals, cvecs = _sorted_eigh(Q.T @ t2.total @ Q)
+    null = _Null.of(noise.null_largest(Q @ cvecs))
+    off = Q @ cvecs[:, 0]
+    coef_off, se_off = _directional(z @ off, r, GROUPS)
+    zs = {2: abs(float(cvals[0])) / max(noise.se(off), 1e-300)}
+    zs.update({k: abs(float(coef_off[k])) / max(float(se_off[k]), 1e-300) for k in (3, 4)})
     evals, evecs = _sorted_eigh(t2.total)
-    null = _Null.of(noise.null_largest(evecs))
     v = evecs[:, 0]
-    coef, se = _directional(z @ v, r, GROUPS)
-    zs = {2: abs(float(evals[0])) / max(noise.se(v), 1e-300)}
-    zs.update({k: abs(float(coef[k])) / max(float(se[k]), 1e-300) for k in (3, 4)})
-    extra = {"max_abs_cos_to_units": float(np.max(np.abs(W.T @ v))) if W.shape[1] else 0.0, "rows": int(t2.rows.sum())}
-    cand = Candidate("residual", float(evals[0]), zs, null.take, null.warn, False, "", extra)
+    coef, _ = _directional(z @ v, r, GROUPS)
+    extra = {
+        "full_t2_eigenvalue": float(evals[0]),
+        "max_abs_cos_to_units": float(np.max(np.abs(W.T @ v))) if W.shape[1] else 0.0,
+        "rows": int(t2.rows.sum()),
+    }
+    cand = Candidate("residual", float(cvals[0]), zs, null.take, null.warn, False, "", extra)
     return ResidualLook(v, coef, cand)
 
 
