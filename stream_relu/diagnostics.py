@@ -74,11 +74,21 @@ def width_warnings(width, n_units):
         )
     looks = width.residual if width.residual else width.candidates
     for c in looks:
-        if c.warns:
+        if not c.warns:
+            continue
+        seen = (
+            f"({c.look} eigenvalue {c.value:.3g}; noise 99th percentile {c.noise_99:.3g}, threshold {c.threshold:.3g}; "
+            f"{c.reason})"
+        )
+        if "heldout_gain" in c.extra:  # tried, and the held-out rows did not confirm it
             out.append(
-                f"a candidate unit was left out although noise alone stays below it 99% of the time "
-                f"({c.look} eigenvalue {c.value:.3g}; noise 99th percentile {c.noise_99:.3g}, threshold {c.threshold:.3g}; "
-                f"{c.reason}): to include it, refit with --hidden {n_units + 1} (n_hidden={n_units + 1})"
+                f"the residual shows structure beyond noise's 99th percentile that one more unit did not explain on "
+                f"held-out rows {seen}: more rows would tell; --hidden {n_units + 1} (n_hidden={n_units + 1}) forces it"
+            )
+        else:
+            out.append(
+                f"a candidate unit was left out although noise alone stays below it 99% of the time {seen}: "
+                f"to include it, refit with --hidden {n_units + 1} (n_hidden={n_units + 1})"
             )
     return out
 

@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .api import open_input
-from .diagnostics import FitDiagnostics, envelope_warnings
+from .diagnostics import FitDiagnostics, envelope_warnings, width_warnings
 from .engine import ChunkOptions, ChunkReport, open_runner, reduce_chunks
 from .errors import DataError, RecoveryError
 from .moments import GAUSS, SUBSPACE, GaussPlan, SubspacePlan, affine_least_squares, finalize_subspace, refreshed_affine_moments
@@ -246,13 +246,17 @@ class MomentAccumulator:
             moment = recover_stage(gauss, sub, np.random.default_rng(random_state))
             refinement = refinement_stage(source, runner, gauss, moment.params, refine, search=not self.width.requested)
         moment_model = ReluNetwork.from_params(moment.params, gauss)
+        width = self.width
+        if not width.requested:
+            width = replace(width, n_hidden=refinement.params.n_hidden, residual=refinement.looks)
         diagnostics = FitDiagnostics(
-            warnings=envelope_warnings(gauss, self.width, moment.estimate, moment_model),
+            warnings=width_warnings(width, refinement.params.n_hidden)
+            + envelope_warnings(gauss, width, moment.estimate, moment_model),
             n_samples=self.gauss.count + self.nonfinite_rows,
             gauss=gauss,
             nonfinite_rows=self.nonfinite_rows,
             duplicate_chunks=[],
-            width=self.width,
+            width=width,
             moments={"data_passes": 1, "pilot_chunks": 0},
             recovery=moment.estimate.diagnostics,
             refinement=refinement,

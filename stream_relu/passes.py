@@ -245,7 +245,7 @@ def first_pass(ctx, *, collect_errors=False, checkpoint=None, gplan=None, label=
 def width_of(gauss, n_hidden):
     """The requested width (:func:`~stream_relu.recovery.choose_width`), else the measured rule
     (:func:`~stream_relu.width.measured_width`) when pass 1 summed row groups, else the formula floor's."""
-    if n_hidden is None and gauss.t2_groups is not None:
+    if n_hidden is None and gauss.t2_groups is not None and np.count_nonzero(gauss.group_rows) >= 2:
         return measured_width(gauss)
     return choose_width(gauss, n_hidden)
 
@@ -336,7 +336,7 @@ def _one_pass_lead(ctx, pilot, gplan, n_hidden):
     sine = _span_sine(first.gauss, sub.basis, width.n_hidden) if width.n_hidden == plan.n_hidden else 1.0
     run["pilot_span_sine"] = sine
     holds = width.n_hidden == plan.n_hidden and sine <= settings.PILOT_MAX_SIN
-    if not holds:
+    if not holds and width.n_hidden > 0:
         log.info(
             "the pilot's plan (width %d, span sine %.3g) does not match the full T_2 (width %d): "
             "a second pass in the full rows' subspace follows",
@@ -370,8 +370,8 @@ def moment_passes(ctx, n_hidden, *, two_pass=False):
     ctx : PassContext
     n_hidden : int or None
         The width asked for (None: measured, :func:`width_of`; pass 1 then
-        sums ``GROUPS`` row groups beside its totals, which stay bitwise
-        those of a requested width).
+        sums ``GROUPS`` row groups, its totals being the groups' sums: the
+        same as a requested width's up to rounding).
     two_pass : bool
         Never plan one pass after a pilot.
 
@@ -392,4 +392,6 @@ def moment_passes(ctx, n_hidden, *, two_pass=False):
             ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in lead.run.items() if k.endswith("reused_chunks")),
         )
     run = {"n_chunks": ctx.source.n_chunks, "data_passes": 2, "pilot_chunks": 0, **lead.run}
+    if lead.width.n_hidden == 0 and pilot is None:
+        run["data_passes"] = 1  # no unit: no subspace pass
     return MomentPasses(lead.first, lead.width, lead.sub, run, lead.timings)

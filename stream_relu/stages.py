@@ -178,30 +178,34 @@ def refinement_stage(source, runner, gauss, start, how, progress=False, search=F
     history, rows_used = [], [objective.used]
     params = start
     looks = ()
-    if how.enabled and m > 0:
-        params, info = _refine(objective, start, gauss, how, progress)
-        stages["refined"].append(_entry(objective, info))
-        history += info["history"]
+    searching = search and how.enabled and not how.passes
+    if how.enabled and (m > 0 or searching):
+        info = {"rel_mse_end": stages["moment"]["rel_mse_train"], "target_reached": False}
+        if m > 0:
+            params, info = _refine(objective, start, gauss, how, progress)
+            stages["refined"].append(_entry(objective, info))
+            history += info["history"]
         rel_mse = info["rel_mse_end"]
-        if search and not how.passes:
+        if searching:
             found = width_search(source, runner, gauss, params, objective, how, progress)
             params, looks, m = found.params, found.looks, found.params.n_hidden
             rel_mse = found.stages["rel_mse_train"]
             stages["width_search"] = found.stages
         rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
         noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
-        if not how.passes and noisy and rows2 > objective.used["rows"]:
+        if m > 0 and not how.passes and noisy and rows2 > objective.used["rows"]:
             objective = _in_memory(source, gauss, rows2, m)
             params, info = _refine(objective, params, gauss, how, progress)
             stages["refined"].append(_entry(objective, info))
             history += info["history"]
             rows_used.append(objective.used)
-        params = oriented(params)
+        params = oriented(params) if m > 0 else params
     return Refinement(params, stages, history or None, rows_used, looks)
 
 
 VALIDATION_ROWS = 1 << 17  # held-out rows of the width search (chunks the refinement did not read)
-HOLDOUT_EVERY = 8  # without such chunks, every 8th refinement row is held out
+VALIDATION_MIN_ROWS = 1 << 14  # fewer rows in such chunks: every 8th refinement row is held out instead
+HOLDOUT_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -215,10 +219,11 @@ class _Split:
 
 
 def _search_split(source, gauss, objective):
-    """Held-out rows from chunks the refinement did not read, else every ``HOLDOUT_EVERY``-th of its rows."""
+    """Held-out rows from chunks the refinement did not read (at least ``VALIDATION_MIN_ROWS``),
+    else every ``HOLDOUT_EVERY``-th of its rows."""
     fn = objective.fn
     unused = sorted(set(range(source.n_chunks)) - set(objective.used.get("chunks", [])))
-    if unused:
+    if sum(source.chunk_len(i) for i in unused) >= VALIDATION_MIN_ROWS:
         rows = _refine_rows(source, VALIDATION_ROWS, unused)
         z_val = (rows.x - gauss.mean) @ gauss.whitener
         return _Split(fn.z, fn.y, z_val, rows.y)
@@ -238,12 +243,24 @@ def _with_unit(params, unit):
     )
 
 
+def _on_training_rows(split, params, gauss, how, progress):
+    """``params`` refined on the split's training rows (as they are when there is nothing to refine)."""
+    if params.n_hidden == 0:
+        return params
+    objective = _Objective(InMemoryObjective(split.z, split.y, params.n_hidden), {"rows": int(split.y.shape[0])})
+    return _refine(objective, params, gauss, how, progress)[0]
+
+
 def _try_unit(split, params, look, gauss, how, progress):
-    """Refine ``params`` plus the residual's unit on the training rows; the held-out verdict."""
-    start = _with_unit(params, unit_from_residual(look))
-    objective = _Objective(InMemoryObjective(split.z, split.y, start.n_hidden), {"rows": int(split.y.shape[0])})
-    trial, info = _refine(objective, start, gauss, how, progress)
-    gain = heldout_gain(split.y_val, params.predict(split.z_val), trial.predict(split.z_val))
+    """Refine ``params`` plus the residual's unit on the training rows; the held-out verdict.
+
+    The network without the unit is refined again on the same rows with
+    the same settings first, so neither rows nor iterations favour the
+    trial: only the unit does.
+    """
+    base = _on_training_rows(split, params, gauss, how, progress)
+    trial = _on_training_rows(split, _with_unit(base, unit_from_residual(look)), gauss, how, progress)
+    gain = heldout_gain(split.y_val, base.predict(split.z_val), trial.predict(split.z_val))
     taken = gain["gain"] > HELDOUT_Z * gain["se"]
     verdict = f"held-out loss {'fell' if gain['gain'] > 0 else 'rose'} by {abs(gain['gain']) / max(gain['se'], 1e-300):.3g} standard errors"
     extra = {**look.candidate.extra, "heldout_gain": gain["gain"], "heldout_se": gain["se"]}
@@ -278,8 +295,17 @@ def _streamed_look(source, runner, gauss, params, z, r, progress):
     return residual_look(z, r, params.normalized().W, residual_t2(red.state))
 
 
+@dataclass(frozen=True)
+class _Look:
+    """A look of the search: what it saw, why it ends the search (None: try its unit), whether it streamed."""
+
+    look: object
+    why: str = None
+    streamed: bool = False
+
+
 def _stop_or_stream(ctx, params, z, r, streamed):
-    """The look at the residual ``r`` on rows ``z``, why it ends the search (or None), and whether it streamed.
+    """The look at the residual ``r`` on rows ``z`` (a :class:`_Look`).
 
     A look that does not stand out, on a residual above the numerical floor
     and on rows that are under half of the store, is made again once with
@@ -297,7 +323,7 @@ def _stop_or_stream(ctx, params, z, r, streamed):
     if why is not None:
         floor = {**look.candidate.extra, "numerical_floor": why.startswith("the residual is at the numerical")}
         look = replace(look, candidate=replace(look.candidate, reason=why, extra=floor))
-    return look, why, streamed
+    return _Look(look, why, streamed)
 
 
 def width_search(source, runner, gauss, params, objective, how, progress=False):
@@ -329,11 +355,10 @@ def width_search(source, runner, gauss, params, objective, how, progress=False):
     split = None  # held-out rows are read once a look asks for a trial
     z, y = objective.fn.z, objective.fn.y
     looks, streamed = [], False
-    while params.n_hidden < params.n_features:
-        r = y - params.predict(z)
-        look, why, streamed_now = _stop_or_stream((source, runner, gauss, progress), params, z, r, streamed)
-        streamed = streamed or streamed_now
-        if why is not None:
+    while params.n_hidden < params.n_features and y.shape[0] >= 2 * GROUPS:
+        seen = _stop_or_stream((source, runner, gauss, progress), params, z, y - params.predict(z), streamed)
+        streamed, look = streamed or seen.streamed, seen.look
+        if seen.why is not None:
             looks.append(look.candidate)
             break
         split = split or _search_split(source, gauss, objective)

@@ -215,9 +215,9 @@ def test_an_ambiguous_look_streams_every_row_and_then_sees_the_unit():
     r = y[small] - affine.predict(z[small])
     source = ArraySource(x, y, 32_768)
     with open_runner(source, None, "synchronous", None) as runner:
-        look, why, streamed = _stop_or_stream((source, runner, g, False), affine, z[small], r, False)
-    assert streamed and why is None  # 8,192 rows saw nothing; every row sees the unit
-    assert look.candidate.extra["rows"] == n and abs(look.direction[0]) > 0.95
+        seen = _stop_or_stream((source, runner, g, False), affine, z[small], r, False)
+    assert seen.streamed and seen.why is None  # 8,192 rows saw nothing; every row sees the unit
+    assert seen.look.candidate.extra["rows"] == n and abs(seen.look.direction[0]) > 0.95
 
 
 def test_fit_without_width_at_m_equal_d():
@@ -229,3 +229,20 @@ def test_fit_without_width_at_m_equal_d():
     res = sr.fit(x, y, progress=False, chunk_rows=32768)
     assert res.model.n_hidden == 4
     assert res.diagnostics["width"]["chosen"] == 4
+
+
+def test_noise_draws_are_calibrated_in_one_direction():
+    # K = 16 independent standard normal group estimates of a scalar: the take rate is built for about 2e-3
+    # and the warning for 1%; 4,000 trials give 0.2% and 0.9% (binomial sd of the warning rate: 0.16%)
+    from stream_relu.width import _Null
+
+    rng = np.random.default_rng(1)
+    takes = warns = 0
+    for _ in range(4000):
+        g = rng.standard_normal((GROUPS, 1, 1))
+        total = g.mean(axis=0)
+        null = _Null.of(GroupNoise.from_groups(g, np.ones(GROUPS), total).null_largest(np.eye(1)))
+        takes += abs(total[0, 0]) > null.take
+        warns += abs(total[0, 0]) > null.warn
+    assert takes <= 20  # 0.5%
+    assert 12 <= warns <= 70  # 0.3% .. 1.75%

@@ -88,6 +88,8 @@ class GaussPlan:
         shift_x = _round32(np.atleast_1d(shift_x))
         shift_y = float(_round32(shift_y))
         key = GAUSS_KEY + "-" + digest(shift_x, np.array(shift_y))
+        if groups and (groups < 0 or 256 % int(groups)):
+            raise ValueError(f"groups must divide 256 (blocks hold a multiple of 256 rows), got {groups}")
         if groups:
             key += f"-g{int(groups)}"
         return cls(shift_x, shift_y, key, int(groups))
