@@ -114,7 +114,8 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
     -------
     dict
         ``max_angle_deg``, ``max_abs_b_err``, ``max_rel_a_err`` over matched
-        units, ``unmatched_true`` and ``unmatched_fitted`` unit counts,
+        units (NaN when no unit is matched: a model without units, say),
+        ``unmatched_true`` and ``unmatched_fitted`` unit counts,
         ``rel_test_mse``, ``n_hidden_true``, ``n_hidden_fitted``.
     """
     if model.n_features != truth.n_features:
@@ -130,7 +131,7 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
     rel_mse = float(np.mean((f_fit - f_true) ** 2) / var_f) if var_f > 0 else float("nan")
 
     def worst(v):
-        return float(np.max(v)) if v.size else 0.0
+        return float(np.max(v)) if v.size else float("nan")
 
     return {
         "n_hidden_true": int(match.n_true),

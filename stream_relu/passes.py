@@ -19,6 +19,8 @@ Imports the engine, the moments, the recovery's width choice and the measured wi
 
 from __future__ import annotations
 
+import re
+
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -155,6 +157,13 @@ def _check_leading_pass(folder, kind, key):
     if folder is None:
         return
     others = [p for p in folder.passes() if p.startswith(f"{kind}-") and p != f"{kind}-{key}"]
+    ungrouped = re.sub(r"-g\d+$", "", f"{kind}-{key}")
+    if any(re.sub(r"-g\d+$", "", p) == ungrouped for p in others):
+        was, now = ("measured the width", "is given --hidden") if f"{kind}-{key}" == ungrouped else ("was given --hidden", "measures the width")
+        raise CheckpointMismatchError(
+            f"the state in {folder.url} was written by a fit that {was}, and this one {now} (a measured width "
+            "also sums pass 1 in row groups); use the same --hidden option as before or a new --state folder"
+        )
     if others:
         raise CheckpointMismatchError(
             f"the first chunks of the store changed since the state was written (the {kind} pass in "

@@ -140,14 +140,16 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
     array, a lazy dask array for dask input, and a numpy array for a store
     path (:func:`stream_relu.predict_store`).
 
-    Small or degenerate data: when the library raises
-    :class:`~stream_relu.RecoveryError` or :class:`~stream_relu.DataError`
-    (no eigenvalue of ``T_2`` above the noise floor, a singular covariance,
-    constant labels, a singular order-2 moment), the estimator fits an
-    affine model instead (least squares of ``y`` on ``[X, 1]`` for numpy
-    input, :func:`stream_relu.affine_fit` from moment sums otherwise), sets
-    ``n_hidden_ = 0``, records why in ``diagnostics_["fallback"]`` and
-    emits a :class:`FallbackWarning`.  Invalid input still raises
+    No unit, small or degenerate data: when the measured width is 0 (no
+    unit stands out of the measured noise), :meth:`fit` keeps
+    :func:`stream_relu.fit`'s affine model (with its diagnostics); when the
+    library raises :class:`~stream_relu.RecoveryError` or
+    :class:`~stream_relu.DataError` (a singular covariance, constant
+    labels, a singular order-2 moment), the estimator fits an affine model
+    instead (least squares of ``y`` on ``[X, 1]`` for numpy input,
+    :func:`stream_relu.affine_fit` from moment sums otherwise).  Either
+    way it sets ``n_hidden_ = 0``, records why in
+    ``diagnostics_["fallback"]`` and emits a :class:`FallbackWarning`.  Invalid input still raises
     ``ValueError``.  The method needs about ``2000 * n_features * m`` rows
     for the accuracy stated in the README.
 
@@ -282,9 +284,13 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
             )
         except (RecoveryError, DataError) as exc:
             return self._fallback(X, y, policy, exc)
-        if result.model.n_hidden == 0:  # the measured width is 0: no unit stands out
+        if result.model.n_hidden == 0:  # the measured width is 0: fit's own affine model, with the warning
             why = next((w for w in result.diagnostics["warnings"] if w.startswith("no structure found")), "no unit found")
-            return self._fallback(X, y, policy, RecoveryError(why))
+            exc = RecoveryError(why)
+            fallback = {"reason": why, "error": type(exc).__name__, "model": "fit's affine model (least squares from moment sums)"}
+            self._install(result.model, {**result.diagnostics, "fallback": fallback})
+            self._warn_fallback(exc, stacklevel=3)
+            return self
         return self._install(result.model, {**result.diagnostics, "fallback": None})
 
     def _fallback(self, X, y, policy, exc):
@@ -321,13 +327,16 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         d = u.shape[0]
         model = ReluNetwork(a=np.zeros(0), W=np.zeros((d, 0)), b=np.zeros(0), u=u, c=c, diagnostics=diagnostics)
         self._install(model, model.diagnostics)
+        self._warn_fallback(exc)
+        return self
+
+    def _warn_fallback(self, exc, stacklevel=4):
         warnings.warn(
             f"{type(self).__name__}: the moments do not support a recovery ({type(exc).__name__}: {exc}); "
             "fitted an affine model instead (n_hidden_ = 0)",
             FallbackWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-        return self
 
     # ------------------------------------------------------------- partial_fit
 

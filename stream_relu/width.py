@@ -94,6 +94,37 @@ N_EXTRA = 3  # candidates reported beyond the last one taken
 NULL_SEED = 20211206
 
 
+def group_weights(rows):
+    """Weights ``w_g = (n_g / n) sqrt(K / (K - 1))`` of ``K`` interleaved row groups (0 for empty groups).
+
+    With ``T`` the all-rows estimate and ``T^g`` group ``g``'s,
+    ``sum_g (w_g (T^g - T))^2`` estimates the variance of ``T`` (module
+    Notes); ``K`` counts the groups with rows.
+
+    Parameters
+    ----------
+    rows : array_like of shape (K,)
+        Rows in each group.
+
+    Returns
+    -------
+    ndarray of shape (K,)
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 groups hold rows.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    keep = rows > 0
+    K = int(keep.sum())
+    if K < 2:
+        raise ValueError("the measured noise needs at least 2 row groups with rows")
+    w = np.zeros_like(rows)
+    w[keep] = rows[keep] / rows[keep].sum() * np.sqrt(K / (K - 1))
+    return w
+
+
 @dataclass(frozen=True)
 class GroupNoise:
     """The noise of a symmetric moment matrix measured by its row groups (module Notes).
@@ -109,13 +140,9 @@ class GroupNoise:
     @classmethod
     def from_groups(cls, groups, rows, total):
         """From the group estimates ``groups`` (K, d, d), their rows (K,) and the all-rows estimate."""
-        rows = np.asarray(rows, dtype=np.float64)
-        keep = rows > 0
-        K = int(keep.sum())
-        if K < 2:
-            raise ValueError("the measured noise needs at least 2 row groups with rows")
-        w = rows[keep] / rows[keep].sum() * np.sqrt(K / (K - 1))
-        return cls(w[:, None, None] * (np.asarray(groups)[keep] - total))
+        w = group_weights(rows)
+        keep = w > 0
+        return cls(w[keep][:, None, None] * (np.asarray(groups)[keep] - total))
 
     def se(self, v):
         """Standard error of ``v^T T v``."""
@@ -299,8 +326,7 @@ def _directional(t, r, K):
     rows = np.array([H[g::K].shape[0] for g in range(K)], dtype=np.float64)
     means = np.stack([H[g::K].mean(axis=0) for g in range(K)])
     total = H.mean(axis=0)
-    w = rows / rows.sum() * np.sqrt(K / max(K - 1, 1))
-    se = np.sqrt(((w[:, None] * (means - total)) ** 2).sum(axis=0))
+    se = np.sqrt(((group_weights(rows)[:, None] * (means - total)) ** 2).sum(axis=0))
     return total, se
 
 

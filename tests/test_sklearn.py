@@ -129,6 +129,19 @@ def test_affine_fallback_on_tiny_data():
     assert est.diagnostics_["fallback"]["error"] == "DataError"
 
 
+def test_measured_width_zero_keeps_fits_affine_model():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50_000, 4))
+    y = x @ np.array([0.3, 0.0, -0.8, 0.1]) + 0.5 + 0.1 * rng.standard_normal(50_000)
+    with pytest.warns(FallbackWarning, match="no structure found"):
+        est = ReluNetworkRegressor().fit(x, y)
+    assert est.n_hidden_ == 0 and est.diagnostics_["fallback"]["model"].startswith("fit's affine model")
+    assert est.diagnostics_["width"]["chosen"] == 0  # fit's diagnostics are kept
+    # fit's affine model is least squares on whitened inputs: the same as lstsq up to rounding
+    coef, *_ = np.linalg.lstsq(np.column_stack([x, np.ones(x.shape[0])]), y, rcond=None)
+    np.testing.assert_allclose(np.append(est.u_, est.c_), coef, rtol=1e-9, atol=1e-12)
+
+
 def test_affine_fallback_on_tiny_dask_data():
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(1)

@@ -143,6 +143,13 @@ def test_affine_data_give_an_affine_model_with_a_warning():
     # least squares on 2e5 rows with noise 0.1: standard errors about 2.2e-4
     np.testing.assert_allclose(res.model.u, [0.7, 0, -0.2, 0, 0, 0], atol=1.5e-3)
     assert res.model.c == pytest.approx(0.1, abs=1.5e-3)
+    u = np.array([0.7, 0, -0.2, 0, 0, 0])
+    truth = sr.Truth(sr.ReluNetwork(np.zeros(0), np.zeros((6, 0)), np.zeros(0), u, 0.1), np.zeros(6), np.eye(6))
+    metrics = sr.evaluate(res.model, truth)
+    # no unit on either side: no unit error to report (NaN, not a perfect 0)
+    assert np.isnan(metrics["max_angle_deg"]) and np.isnan(metrics["max_rel_a_err"])
+    assert metrics["unmatched_true"] == 0 and metrics["unmatched_fitted"] == 0
+    assert metrics["rel_test_mse"] < 2e-5  # (1.5e-3)^2 * 7 coefficients / Var f = 0.53
 
 
 def test_requested_width_keeps_the_formula_rule_and_no_evidence_keys():
@@ -246,3 +253,13 @@ def test_noise_draws_are_calibrated_in_one_direction():
         warns += abs(total[0, 0]) > null.warn
     assert takes <= 20  # 0.5%
     assert 12 <= warns <= 70  # 0.3% .. 1.75%
+
+
+def test_state_of_a_given_width_fit_names_the_width_option_not_a_changed_store(tmp_path, make_store):
+    from stream_relu.checkpoint import CheckpointMismatchError
+
+    store, _ = make_store(6, 2, 40_000, 10_000)
+    state = str(tmp_path / "state")
+    sr.fit(store, n_hidden=2, state=state, scheduler="synchronous", progress=False, refine_model=False)
+    with pytest.raises(CheckpointMismatchError, match="was given --hidden, and this one measures the width"):
+        sr.fit(store, state=state, scheduler="synchronous", progress=False, refine_model=False)
