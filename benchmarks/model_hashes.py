@@ -79,7 +79,8 @@ def _cases():
         out.append((f"G6-s{seed}", lambda s=seed: _g6_truth(s), 1_000_000, 0.0, 65536, seed, {"n_hidden": 6}))
     cluster = lambda: sr.Truth(sr.draw_network(5, 2, np.random.default_rng([6, 0])), np.zeros(5), np.eye(5))  # noqa: E731
     out.append(("cluster", cluster, 120_000, 0.0, 10_000, 6, {"n_hidden": 2}))
-    out.append(("cluster-streamed", cluster, 120_000, 0.0, 10_000, 6, {"n_hidden": 2, "refine_passes": True}))
+    # full-data refinement passes (noisy labels, a store larger than the in-memory rows)
+    out.append(("cluster-passes", cluster, 120_000, 0.3, 10_000, 6, {"n_hidden": 2, "refine_rows": 20_000, "refine_rows_max": 30_000}))
     pilot = lambda: sr.Truth(sr.draw_network(8, 3, np.random.default_rng([3, 0])), np.zeros(8), np.eye(8))  # noqa: E731
     out.append(("P1-onepass", pilot, 9_000_000, 0.05, 65536, 3, {"n_hidden": 3}))
     out.append(("P1-twopass", pilot, 9_000_000, 0.05, 65536, 3, {"n_hidden": 3, "two_pass": True}))

@@ -44,6 +44,7 @@ from .passes import PassContext, first_pass, first_plan, moment_passes, state_fo
 from .settings import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_REFINE_MAXITER,
+    DEFAULT_REFINE_PASSES,
     DEFAULT_REFINE_ROWS,
     DEFAULT_REFINE_ROWS_MAX,
     DataPolicy,
@@ -185,7 +186,7 @@ def fit(
     refine_model=True,
     refine_rows=DEFAULT_REFINE_ROWS,
     refine_rows_max=DEFAULT_REFINE_ROWS_MAX,
-    refine_passes=False,
+    refine_passes=DEFAULT_REFINE_PASSES,
     refine_maxiter=DEFAULT_REFINE_MAXITER,
     refine_target=None,
     random_state=0,
@@ -225,15 +226,20 @@ def fit(
         a second refinement runs on up to this many rows (and at most
         ``REFINE_MEMORY_BYTES`` of float64 inputs): the statistical error
         of the refined parameters shrinks like ``1 / rows``.
-    refine_passes : bool
-        Refine over whole streamed passes of the data instead of a subsample.
+    refine_passes : int
+        At most this many passes of Newton steps over every row after the
+        in-memory refinement, when its residual shows label noise and the
+        store holds more rows than it read (:func:`stages.full_data_passes
+        <stream_relu.stages.full_data_passes>`: gradients over every row,
+        curvature of the in-memory rows; usually 2 or 3 passes).  0 keeps
+        the in-memory estimate.  Noiseless fits make none.
     refine_maxiter : int
-        Iteration cap of the refinement.
+        Iteration cap of each in-memory refinement run.
     refine_target : float, optional
         Stop the refinement once the relative training MSE (mean squared
         error over ``Var(y)`` on the refinement rows) is at most this,
         instead of going on to convergence (on noiseless float32 data, to
-        about 1e-16).
+        about 1e-16); no full-data pass follows then.
     random_state : int
         Seeds the random slices of the decomposition.
     chunk_rows : int
@@ -295,7 +301,7 @@ def fit(
         timings["recovery_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         search = not passes.width.requested
-        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how, progress, search)
+        refinement = refinement_stage(inputs.source, runner, passes.first.gauss, moment.params, how, progress, search, folder)
         timings["refinement_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     return _fit_result(inputs, request, passes, moment, refinement, timings)
@@ -333,6 +339,9 @@ def _fit_result(inputs, request, passes, moment, refinement, timings):
         log.warning("%s", text)
     run = dict(passes.run)
     run["data_passes"] += refinement.stages.get("width_search", {}).get("residual_passes", 0)
+    run["refine_passes"] = refinement.stages.get("full_data", {}).get("passes", 0)
+    run["refine_reused_chunks"] = refinement.reused_chunks
+    run["data_passes"] += run["refine_passes"]
     diagnostics = FitDiagnostics(
         warnings=warnings,
         n_samples=inputs.source.n_samples,
@@ -346,7 +355,9 @@ def _fit_result(inputs, request, passes, moment, refinement, timings):
         moment_model=moment_model,
         n_units=int(refinement.params.a.shape[0]),
     ).to_dict()
-    model = ReluNetwork.from_params(refinement.params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics)
+    model = ReluNetwork.from_params(
+        refinement.params, gauss, provenance=to_jsonable(provenance), diagnostics=diagnostics, stderr=refinement.stderr
+    )
     return FitResult(model=model, moment_model=moment_model, diagnostics=diagnostics, timings=timings, run=run)
 
 

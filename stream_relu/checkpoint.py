@@ -201,10 +201,14 @@ class StateFolder:
         return PassCheckpoint(self, f"{kind}-{key}", kind, key)
 
     @_storage_calls
-    def prune(self, keep):
-        """Delete pass folders whose name is not in ``keep`` (their inputs changed)."""
+    def prune(self, keep, kinds=None):
+        """Delete pass folders whose name is not in ``keep`` (their inputs changed).
+
+        With ``kinds``, only folders of those pass kinds (``"gauss"``,
+        ``"refine"``, ...) are considered.
+        """
         for name in self.passes():
-            if name not in keep:
+            if name not in keep and (kinds is None or name.split("-", 1)[0] in kinds):
                 self.remove(name)
 
 

@@ -49,14 +49,18 @@ def _storage_options(text):
     return value
 
 
-def _positive_int(text):
+def _positive_int(text, least=1, what="a positive integer"):
     try:
         value = int(float(text)) if "e" in text.lower() else int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def _nonnegative_int(text):
+    return _positive_int(text, 0, "an integer >= 0")
 
 
 def _table(rows):
@@ -272,7 +276,7 @@ def cmd_evaluate(args):
         model = ReluNetwork(**{k: est[k] for k in ("a", "W", "b", "u", "c")})
     metrics = evaluate(model, load_truth(args.truth), n_test=args.test_samples)
     if args.json:
-        print(json.dumps(metrics, allow_nan=False))
+        print(json.dumps(to_jsonable(metrics), allow_nan=False))
     else:
         print(_table(_eval_rows(metrics)))
     return 0
@@ -443,7 +447,14 @@ def build_parser():
         default=1_000_000,
         help="rows of the second refinement, run when the labels look noisy",
     )
-    p.add_argument("--refine-passes", action="store_true", help="refine over whole streamed passes")
+    p.add_argument(
+        "--refine-passes",
+        type=_nonnegative_int,
+        default=3,
+        metavar="N",
+        help="at most N passes of Newton steps over every row after the in-memory refinement, when the labels are "
+        "noisy and the store holds more rows (0: none)",
+    )
     p.add_argument(
         "--refine-target",
         type=float,

@@ -3,8 +3,9 @@
 ``f(x) = sum_i a_i relu(<W[:, i], x> + b_i) + <u, x> + c``
 
 Model files are strict JSON (no NaN or infinity), validated on load against
-the JSON Schema shipped in ``stream_relu/schemas/model-v1.json`` and checked
-for consistent shapes.  Imports numpy and jsonschema (dask only lazily, for
+the JSON Schema shipped in ``stream_relu/schemas/model-v2.json`` (version 2,
+written; it adds the standard errors) or ``model-v1.json`` (version 1, still
+read) and checked for consistent shapes.  Imports numpy and jsonschema (dask only lazily, for
 dask input to :meth:`ReluNetwork.predict`).
 """
 
@@ -21,12 +22,13 @@ from .errors import ModelFileError
 
 __all__ = ["ReluNetwork", "FORMAT_VERSION", "model_schema", "load_model", "to_jsonable"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
-def model_schema():
-    """The JSON Schema (draft 2020-12) of model files, as a dict."""
-    text = resources.files("stream_relu").joinpath("schemas/model-v1.json").read_text()
+def model_schema(version=FORMAT_VERSION):
+    """The JSON Schema (draft 2020-12) of model files of ``version`` (1 or 2), as a dict."""
+    text = resources.files("stream_relu").joinpath(f"schemas/model-v{int(version)}.json").read_text()
     return json.loads(text)
 
 
@@ -79,6 +81,12 @@ class ReluNetwork:
         Where the model came from (package version, store, settings, seeds).
     diagnostics : dict
         The fit's diagnostics.
+    stderr : dict, optional
+        Standard errors: ``available``, then ``a``, ``W``, ``b``, ``u``,
+        ``c`` (arrays shaped as the parameters, in the same unit order and
+        orientation), ``rows``, ``curvature_rows``, ``method``; or
+        ``reason`` (see :func:`stream_relu.stages.model_stderr`).  None for
+        networks that were not fitted (and version 1 files).
     """
 
     a: np.ndarray
@@ -88,6 +96,7 @@ class ReluNetwork:
     c: float
     provenance: dict = field(default_factory=dict, compare=False)
     diagnostics: dict = field(default_factory=dict, compare=False)
+    stderr: dict = field(default=None, compare=False)
 
     def __post_init__(self):
         a = np.asarray(self.a, dtype=np.float64).reshape(-1)
@@ -105,6 +114,8 @@ class ReluNetwork:
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "u", u)
         object.__setattr__(self, "c", float(self.c))
+        if self.stderr is not None:
+            object.__setattr__(self, "stderr", _checked_stderr(self.stderr, W.shape))
 
     @property
     def n_features(self):
@@ -213,6 +224,7 @@ class ReluNetwork:
                 "b": self.b,
                 "u": self.u,
                 "c": self.c,
+                **({} if self.stderr is None else {"stderr": self.stderr}),
                 "provenance": self.provenance,
                 "diagnostics": self.diagnostics,
             }
@@ -255,11 +267,11 @@ class ReluNetwork:
         if not isinstance(doc, dict):
             raise ModelFileError(f"{source}: expected a JSON object, found {type(doc).__name__}")
         version = doc.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS or isinstance(version, bool):
             raise ModelFileError(
-                f"{source}: format_version is {version!r}; this stream_relu reads version {FORMAT_VERSION}"
+                f"{source}: format_version is {version!r}; this stream_relu reads versions {READ_VERSIONS}"
             )
-        validator = jsonschema.Draft202012Validator(model_schema())
+        validator = jsonschema.Draft202012Validator(model_schema(version))
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
         if errors:
             err = errors[0]
@@ -295,7 +307,33 @@ class ReluNetwork:
             c=float(arrays["c"]),
             provenance=doc.get("provenance", {}),
             diagnostics=doc.get("diagnostics", {}),
+            stderr=_stderr_from_doc(doc.get("stderr"), (d, m), source),
         )
+
+
+def _checked_stderr(stderr, shape):
+    """``stderr`` with its arrays as float64 arrays shaped like the parameters (``shape`` is W's)."""
+    if not stderr.get("available"):
+        return dict(stderr)
+    d, m = shape
+    want = {"a": (m,), "W": (d, m), "b": (m,), "u": (d,)}
+    out = dict(stderr)
+    for key, dims in want.items():
+        value = np.asarray(stderr[key], dtype=np.float64)
+        if value.size != int(np.prod(dims)):
+            raise ModelFileError(f"stderr/{key} has {value.size} numbers; expected {int(np.prod(dims))}")
+        out[key] = value.reshape(dims)
+    out["c"] = float(stderr["c"])
+    return out
+
+
+def _stderr_from_doc(doc, shape, source):
+    if doc is None:
+        return None
+    try:
+        return _checked_stderr(doc, shape)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{source}: field {exc}") from None
 
 
 def load_model(path):

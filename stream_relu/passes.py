@@ -38,6 +38,8 @@ __all__ = ["PassContext", "FirstPass", "MomentPasses", "first_pass", "first_plan
 
 log = logging.getLogger("stream_relu")
 
+MOMENT_KINDS = ("gauss", "subspace", "joint")  # pass folders of the moment passes (pruned here)
+
 
 @dataclass(frozen=True)
 class PassContext:
@@ -394,7 +396,7 @@ def moment_passes(ctx, n_hidden, *, two_pass=False):
     if lead.sub is None and lead.width.n_hidden > 0:  # two passes, or a pilot the full rows overruled
         lead = _subspace_pass(ctx, lead)
     if ctx.folder is not None:
-        ctx.folder.prune(lead.keep)
+        ctx.folder.prune(lead.keep, kinds=MOMENT_KINDS)
         log.info(
             "state %s: %s",
             ctx.folder.url,

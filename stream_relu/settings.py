@@ -28,6 +28,7 @@ NONFINITE_POLICIES = ("error", "skip")
 DEFAULT_CHUNK_ROWS = 65536
 DEFAULT_REFINE_ROWS = 250_000
 DEFAULT_REFINE_ROWS_MAX = 1_000_000
+DEFAULT_REFINE_PASSES = 3  # Newton steps over every row, at most (noisy labels, stores larger than the in-memory rows)
 DEFAULT_REFINE_MAXITER = 3000
 REFINE_MEMORY_BYTES = 1 << 30  # float64 inputs of the largest in-memory refinement
 # Noiseless float32 data refine to a relative MSE of about 1e-15; a residual
@@ -89,8 +90,10 @@ class RefineSettings:
         ``refine_rows``: rows of the first in-memory refinement.
     rows_max : int
         ``refine_rows_max``: rows of the second one, when the first shows label noise.
-    passes : bool
-        ``refine_passes``: refine over streamed passes of every row instead.
+    passes : int
+        ``refine_passes``: at most this many Newton steps over every row
+        after the in-memory runs, when the labels are noisy and the store
+        holds more rows than they read (0: none).
     maxiter : int
         ``refine_maxiter``: iteration cap.
     target : float, optional
@@ -100,13 +103,15 @@ class RefineSettings:
     enabled: bool = True
     rows: int = DEFAULT_REFINE_ROWS
     rows_max: int = DEFAULT_REFINE_ROWS_MAX
-    passes: bool = False
+    passes: int = DEFAULT_REFINE_PASSES
     maxiter: int = DEFAULT_REFINE_MAXITER
     target: float | None = None
 
     def __post_init__(self):
         for name in ("rows", "rows_max", "maxiter"):
             _positive_int(f"refine_{name}", getattr(self, name))
+        if isinstance(self.passes, bool) or not isinstance(self.passes, numbers.Integral) or self.passes < 0:
+            raise InputError(f"refine_passes must be an integer >= 0, got {self.passes!r}")
 
     def provenance(self):
         """The settings as the model file's provenance records them.
@@ -121,7 +126,7 @@ class RefineSettings:
             "refine": bool(self.enabled),
             "refine_rows": int(self.rows),
             "refine_rows_max": int(self.rows_max),
-            "refine_passes": bool(self.passes),
+            "refine_passes": int(self.passes),
             "refine_maxiter": int(self.maxiter),
             "refine_target": None if self.target is None else float(self.target),
         }

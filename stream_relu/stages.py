@@ -21,6 +21,8 @@ import numpy as np
 from . import settings
 from .engine import ChunkOptions, Progress, StepProgress, reduce_chunks
 from .errors import RecoveryError
+from .network import ReluNetwork
+from .newton import P_DENSE_MAX, STOP_FRACTION, Tangent, curvature, curvature_rows, n_reduced, newton_step, standard_errors
 from .recovery import canonical_flips, recover
 from .refine import REFINE, RESIDUAL, InMemoryObjective, Params, RefinePlan, ResidualPlan, refine, residual_t2
 from .width import GROUPS, HELDOUT_Z, heldout_gain, residual_look, unit_from_residual
@@ -75,6 +77,10 @@ class Refinement:
         The rows of each refinement run (chunks and count, or ``streamed``).
     looks : tuple of Candidate
         The residual looks of the width search (empty without one).
+    stderr : dict or None
+        :func:`model_stderr` of the final parameters.
+    reused_chunks : int
+        Chunks of the full-data passes taken from the state folder.
     """
 
     params: Params
@@ -82,6 +88,8 @@ class Refinement:
     history: list = None
     rows_used: list = field(default_factory=list)
     looks: tuple = ()
+    stderr: dict = None
+    reused_chunks: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,12 +141,101 @@ def _in_memory(source, gauss, n_rows, n_hidden):
     return _Objective(InMemoryObjective(z, rows.y, n_hidden), {"chunks": rows.chunks, "rows": int(rows.y.shape[0])})
 
 
-def _streamed(source, runner, gauss):
-    def objective(params):
-        plan = RefinePlan.build(gauss.mean, gauss.whitener, params)
-        return reduce_chunks(source, REFINE, plan, runner, options=ChunkOptions(nonfinite="skip")).state
+@dataclass(frozen=True)
+class _Store:
+    """What a streamed pass of the refinement needs: the store, the runner, the frame, progress, the state folder."""
 
-    return _Objective(objective, {"rows": source.n_samples, "streamed": True})
+    source: object
+    runner: object
+    gauss: object
+    progress: bool = False
+    folder: object = None
+
+
+def _full_pass(store, params, k, used):
+    """The loss and gradient of ``params`` summed over every row (one :data:`~stream_relu.refine.REFINE` pass).
+
+    With a state folder the pass is checkpointed under its plan's key
+    (which digests ``params``), so a resumed fit, which reaches the same
+    ``params`` bitwise, reuses it; ``used`` collects the pass folders.
+    """
+    plan = RefinePlan.build(store.gauss.mean, store.gauss.whitener, params)
+    prog = Progress(f"refinement pass {k} (every row)", store.source.n_chunks, store.source.n_samples, enabled=store.progress)
+    checkpoint = None if store.folder is None else store.folder.pass_checkpoint("refine", plan.key)
+    used.add(f"refine-{plan.key}")
+    red = reduce_chunks(store.source, REFINE, plan, store.runner, progress=prog, options=ChunkOptions(nonfinite="skip"),
+                        checkpoint=checkpoint)
+    return red
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A point of the full-data passes: its parameters, mean squared residual, and the step taken from it."""
+
+    params: Params
+    loss: float
+    delta: np.ndarray
+
+
+def full_data_passes(store, objective, params, max_passes):
+    """Newton steps with gradients over every row and the in-memory rows' curvature (:mod:`stream_relu.newton`).
+
+    Pass ``k`` sums the loss and gradient at ``theta_k`` over the store;
+    the step ``-H^{-1} g`` (``H`` the Gauss-Newton matrix of the in-memory
+    rows at the start) gives ``theta_{k+1}``.  The passes stop once the
+    step's predicted fall of the per-row loss is at most ``STOP_FRACTION``
+    of ``sigma^2 p / n`` (``sigma^2`` the mean squared residual over every
+    row): the parameters are then those of the last pass, whose gradient is
+    reported.  After ``max_passes`` passes the last step is taken without a
+    pass to check it (``converged`` False; its predicted fall is reported).
+    A pass whose loss is above the previous pass's halves that step
+    instead (the curvature of the rows misled it).
+
+    Returns
+    -------
+    Refinement
+        ``params`` and ``stages``: ``passes``, ``rows``, ``curvature_rows``,
+        ``rel_mse`` (over every row, per pass), ``decrement`` (predicted
+        fall of the relative MSE, per pass), ``grad_norm`` (the last pass's,
+        per row, reduced coordinates), ``converged``, ``stop``; and
+        ``reused_chunks`` (from the state folder).
+    """
+    fn, var_y = objective.fn, max(store.gauss.var_y, np.finfo(float).tiny)
+    curv = curvature(fn.z, fn.y, params)
+    p = curv.tangent.n_params
+    log.info("full-data refinement: curvature of %d parameters on %d rows", p, curv.rows)
+    info = {"passes": 0, "rows": 0, "curvature_rows": curv.rows, "n_params": p, "rel_mse": [], "decrement": [], "converged": False}
+    previous = None  # the last pass's _Point
+    used, reused = set(), 0
+    while info["passes"] < max_passes:
+        red = _full_pass(store, params, info["passes"] + 1, used)
+        state = red.state
+        reused += red.report.reused
+        n = state.count
+        loss = 2.0 * float(state.sums["loss"]) / n
+        info.update(passes=info["passes"] + 1, rows=int(n))
+        info["rel_mse"].append(loss / var_y)
+        if previous is not None and loss > previous.loss:  # the step overshot: half of it from the same point
+            previous = replace(previous, delta=0.5 * previous.delta)
+            params = Tangent.at(previous.params).expand(previous.delta)
+            info["decrement"].append(None)
+            continue
+        tangent = Tangent.at(params)
+        step = newton_step(curv, tangent.reduce(state.sums["grad"]) / n)
+        info["decrement"].append(step.decrement / var_y)
+        info["grad_norm"] = step.grad_norm
+        if step.decrement <= STOP_FRACTION * loss * p / n:
+            info.update(converged=True, stop=f"the next step's predicted fall of the MSE is {step.decrement:.3g} <= "
+                        f"{STOP_FRACTION:g} sigma^2 p / n = {STOP_FRACTION * loss * p / n:.3g}")
+            break
+        previous = _Point(params, loss, step.delta)
+        params = tangent.expand(step.delta)
+    else:
+        info["stop"] = (f"{max_passes} passes made (refine_passes); the last step was taken without a pass to check it "
+                        f"(its predicted fall of the relative MSE: {info['decrement'][-1]:.3g})")
+    if store.folder is not None:
+        store.folder.prune(used, kinds=("refine",))  # passes of earlier fits with other parameters
+    return Refinement(params, info, reused_chunks=reused)
 
 
 def _rel_mse(objective, params, var_y):
@@ -162,23 +259,26 @@ def _entry(objective, info):
     return {"rows": objective.used["rows"], **{k: v for k, v in info.items() if k != "history"}}
 
 
-def refinement_stage(source, runner, gauss, start, how, progress=False, search=False):
+def refinement_stage(source, runner, gauss, start, how, progress=False, search=False, folder=None):
     """Refine ``start`` (whitened coordinates in ``gauss``'s frame) as ``how`` (:class:`RefineSettings`) says.
 
     In memory, a first run uses ``how.rows`` rows; when its residual shows
     label noise (relative MSE above ``NOISY_REL_MSE``, target not reached) a
     second run uses up to ``how.rows_max`` rows (at most
     ``REFINE_MEMORY_BYTES`` of float64 inputs): the statistical error of the
-    refined parameters shrinks like ``1 / rows``.  ``progress`` reports the
-    iterations on stderr.
+    refined parameters shrinks like ``1 / rows``.  When the store holds
+    more rows than that, up to ``how.passes`` Newton steps over every row
+    follow (:func:`full_data_passes`; checkpointed in ``folder``).  The
+    standard errors come last (:func:`model_stderr`).  ``progress`` reports
+    the iterations and passes on stderr.
     """
     m = start.n_hidden
-    objective = _streamed(source, runner, gauss) if how.passes else _in_memory(source, gauss, how.rows, m)
+    objective = _in_memory(source, gauss, how.rows, m)
     stages = {"moment": {"rel_mse_train": _rel_mse(objective.fn, start, gauss.var_y)}, "refined": []}
     history, rows_used = [], [objective.used]
     params = start
-    looks = ()
-    searching = search and how.enabled and not how.passes
+    looks, reused = (), 0
+    searching = search and how.enabled
     if how.enabled and (m > 0 or searching):
         info = {"rel_mse_end": stages["moment"]["rel_mse_train"], "target_reached": False}
         if m > 0:
@@ -193,14 +293,52 @@ def refinement_stage(source, runner, gauss, start, how, progress=False, search=F
             stages["width_search"] = found.stages
         rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
         noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
-        if m > 0 and not how.passes and noisy and rows2 > objective.used["rows"]:
+        if m > 0 and noisy and rows2 > objective.used["rows"]:
             objective = _in_memory(source, gauss, rows2, m)
             params, info = _refine(objective, params, gauss, how, progress)
             stages["refined"].append(_entry(objective, info))
             history += info["history"]
+            rel_mse = info["rel_mse_end"]
             rows_used.append(objective.used)
+        noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
+        if m > 0 and noisy and how.passes > 0 and source.n_samples > objective.used["rows"] and runner is not None:
+            full = full_data_passes(_Store(source, runner, gauss, progress, folder), objective, params, how.passes)
+            params, stages["full_data"], reused = full.params, full.stages, full.reused_chunks
+            rows_used.append({"rows": full.stages["rows"], "streamed": True, "passes": full.stages["passes"]})
         params = oriented(params) if m > 0 else params
-    return Refinement(params, stages, history or None, rows_used, looks)
+    if not how.enabled:
+        stderr = {"available": False, "reason": "the model is the moment estimate (refinement off); the sandwich is that of least squares"}
+    else:
+        stderr = model_stderr(objective, gauss, params, rows_used[-1]["rows"])
+    return Refinement(params, stages, history or None, rows_used, looks, stderr, reused)
+
+
+def model_stderr(objective, gauss, params, n_rows):
+    """Sandwich standard errors of the model's ``a, W, b, u, c`` in x coordinates, or why there are none.
+
+    Bread and meat are those of the in-memory rows (at most
+    :func:`~stream_relu.newton.curvature_rows` of them) at the final
+    parameters, in the model's order and orientation
+    (:func:`~stream_relu.newton.standard_errors`); ``n_rows`` are the rows
+    the estimate used (every row after full-data passes).
+
+    Returns
+    -------
+    dict
+        ``available``; then ``a``, ``W``, ``b``, ``u``, ``c``, ``rows``,
+        ``curvature_rows``, ``method``; or ``reason``.
+    """
+    d, m = params.n_features, params.n_hidden
+    p = n_reduced(d, m)
+    if p > P_DENSE_MAX:
+        return {"available": False, "reason": f"{p} parameters is more than {P_DENSE_MAX}: no p x p matrix is formed"}
+    model = ReluNetwork.from_params(params, gauss)
+    n_c = curvature_rows(objective.fn.y.shape[0], p)
+    x = objective.fn.z[:n_c] @ np.linalg.inv(gauss.whitener) + gauss.mean
+    curv = curvature(x, objective.fn.y[:n_c], Params(model.a, model.W, model.b, model.u, model.c), meat=True)
+    method = (f"sandwich H^-1 M H^-1 / n: H = J^T J and M = J^T diag(e^2) J over {n_c:,} in-memory rows at the final "
+              f"parameters, n = {n_rows:,} rows; relative error about sqrt(p / {n_c:,}) = {np.sqrt(p / n_c):.2g}")
+    return {"available": True, **standard_errors(curv, n_rows), "rows": int(n_rows), "curvature_rows": int(n_c), "method": method}
 
 
 VALIDATION_ROWS = 1 << 17  # held-out rows of the width search (chunks the refinement did not read)

@@ -145,7 +145,7 @@ def _session_gone(sid, timeout=15.0):
 def test_ctrl_c_prints_one_line_and_the_printed_command_resumes_bitwise(tmp_path, make_store):
     path, _ = make_store(8, 3, 200_000, 20_000, seed=8)
     out = tmp_path / "m.json"
-    cmd = [EXE, "fit", path, "--out", str(out), "--hidden", "3", "--refine-passes", "--n-workers", "2"]
+    cmd = [EXE, "fit", path, "--out", str(out), "--hidden", "3", "--n-workers", "2"]
     # A terminal's job: its own process group, SIGINT at its default even when this test runs in a
     # background job (whose children inherit SIGINT ignored, as POSIX shells do for `cmd &`).
     proc = subprocess.Popen(
@@ -171,7 +171,7 @@ def test_ctrl_c_prints_one_line_and_the_printed_command_resumes_bitwise(tmp_path
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["run"]["pass1_reused_chunks"] == 10  # every chunk of pass 1 was kept
     ref = tmp_path / "ref.json"
-    assert _run("fit", path, "--out", str(ref), "--hidden", "3", "--refine-passes", "--scheduler", "synchronous",
+    assert _run("fit", path, "--out", str(ref), "--hidden", "3", "--scheduler", "synchronous",
                 "--no-state", "-q").returncode == 0
     assert out.read_bytes() == ref.read_bytes()
     assert not Path(f"{out}.state").exists()  # the default state folder is removed after success

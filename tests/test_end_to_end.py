@@ -153,12 +153,21 @@ def test_general_gaussian_inputs_from_a_truth_file(tmp_path):
     assert metrics["rel_test_mse"] < 1e-10 and metrics["max_angle_deg"] < 1e-3
 
 
-def test_streamed_refinement_passes(make_store):
-    path, truth = make_store(4, 2, 40_000, 10_000, seed=2)
-    result = sr.fit(path, n_hidden=2, scheduler="synchronous", refine_passes=True, refine_maxiter=300, progress=False)
-    assert result.model.provenance["rows_used"]["refinement"] == [{"rows": 40_000, "streamed": True}]
-    assert result.diagnostics["stages"]["refined"][0]["rel_mse_end"] < result.diagnostics["stages"]["moment"]["rel_mse_train"]
-    assert sr.evaluate(result.model, truth)["rel_test_mse"] < 1e-8
+def test_full_data_refinement_passes_and_their_switch(make_store):
+    path, truth = make_store(4, 2, 40_000, 10_000, seed=2, noise=0.3)
+    kw = dict(n_hidden=2, scheduler="synchronous", refine_rows=10_000, refine_rows_max=10_000, progress=False)
+    result = sr.fit(path, **kw)
+    passes = result.diagnostics["stages"]["full_data"]["passes"]
+    assert 1 <= passes <= 3
+    assert result.model.provenance["rows_used"]["refinement"][-1] == {"rows": 40_000, "streamed": True, "passes": passes}
+    rel = result.diagnostics["stages"]["full_data"]["rel_mse"]
+    assert rel[-1] <= rel[0]  # the loss over every row never rises from the in-memory estimate's
+    none = sr.fit(path, refine_passes=0, **kw)
+    assert "full_data" not in none.diagnostics["stages"] and none.run["refine_passes"] == 0
+    assert none.model.provenance["rows_used"]["refinement"][-1] == {"chunks": [0], "rows": 10_000}
+    for bad in (True, -1, 1.5):
+        with pytest.raises(sr.InputError, match="refine_passes must be an integer >= 0"):
+            sr.fit(path, refine_passes=bad, **kw)
 
 
 def test_warns_outside_the_envelope(caplog):
