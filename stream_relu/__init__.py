@@ -20,7 +20,7 @@ from .errors import (  # noqa: E402
     StoreNotFoundError,
     StreamReluError,
 )
-from .metrics import evaluate, match_units  # noqa: E402
+from .metrics import evaluate, match_units, stderr_z  # noqa: E402
 from .incremental import Estimate, MomentAccumulator  # noqa: E402
 from .network import ReluNetwork, load_model, to_jsonable  # noqa: E402
 from .recovery import UNRELIABLE_STRENGTH  # noqa: E402
@@ -47,6 +47,7 @@ __all__ = [
     "load_model",
     "evaluate",
     "match_units",
+    "stderr_z",
     "render_report",
     "to_jsonable",
     "UNRELIABLE_STRENGTH",

@@ -202,6 +202,10 @@ def _fit_summary(result):
     ]
     for stage in stages["refined"]:
         rows.append((f"refined rel MSE (train, {stage['rows']} rows)", stage["rel_mse_end"]))
+    full = stages.get("full_data")
+    if full:
+        rows.append((f"full-data rel MSE (all {full['rows']} rows, {full['passes']} passes)", full["rel_mse"][-1]))
+        rows.append(("final gradient norm (per row)", full["grad_norm"]))
     rows.append(("time (s)", f"{result.timings['total_s']:.1f}"))
     return rows
 
@@ -266,7 +270,7 @@ def _eval_rows(metrics):
 
 
 def cmd_evaluate(args):
-    from . import evaluate, load_model, load_truth, ReluNetwork
+    from . import evaluate, load_model, load_truth, stderr_z, ReluNetwork
 
     model = load_model(args.model)
     if args.stage == "moment":
@@ -274,12 +278,36 @@ def cmd_evaluate(args):
         if not est:
             raise InputError(f"{args.model} has no moment_estimate in its diagnostics")
         model = ReluNetwork(**{k: est[k] for k in ("a", "W", "b", "u", "c")})
-    metrics = evaluate(model, load_truth(args.truth), n_test=args.test_samples)
+    truth = load_truth(args.truth)
+    metrics = evaluate(model, truth, n_test=args.test_samples)
+    z = stderr_z(model, truth.network)
     if args.json:
-        print(json.dumps(to_jsonable(metrics), allow_nan=False))
+        print(json.dumps(to_jsonable({**metrics, **({"stderr_z": z} if z else {})}), allow_nan=False))
     else:
         print(_table(_eval_rows(metrics)))
+        if z is not None:
+            print(_z_lines(model, z))
+        elif args.stage == "final":
+            print(f"no standard errors in {args.model}: {(model.stderr or {}).get('reason', 'a version 1 model file')}")
     return 0
+
+
+def _z_lines(model, z):
+    """Per unit: estimate, standard error and z-score of a and b, the largest |z| of w; then u and c."""
+    import numpy as np
+
+    se = model.stderr
+    lines = ["standard errors (model's unit order and orientation; z = (estimate - truth) / se):"]
+    for k, j in enumerate(z["cols"]):
+        lines.append(
+            f"  unit {j}: a {model.a[j]:.6g} +- {se['a'][j]:.2g} (z {z['a'][k]:+.2f}), "
+            f"b {model.b[j]:.6g} +- {se['b'][j]:.2g} (z {z['b'][k]:+.2f}), w: max |z| {np.max(np.abs(z['W'][:, k])):.2f}"
+        )
+    if "u" in z:
+        lines.append(f"  u: max |z| {np.max(np.abs(z['u'])):.2f}; c {model.c:.6g} +- {se['c']:.2g} (z {z['c'][0]:+.2f})")
+    else:
+        lines.append("  u, c: not compared (not every unit is matched)")
+    return "\n".join(lines)
 
 
 def cmd_append(args):

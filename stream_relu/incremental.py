@@ -263,5 +263,6 @@ class MomentAccumulator:
             moment_model=moment_model,
             n_units=int(refinement.params.a.shape[0]),
         ).to_dict()
-        model = ReluNetwork.from_params(refinement.params, gauss, diagnostics=diagnostics)
+        # the refinement sets the estimate on the latest batch: its standard errors are that batch's
+        model = ReluNetwork.from_params(refinement.params, gauss, diagnostics=diagnostics, stderr=refinement.stderr)
         return Estimate(model, diagnostics)

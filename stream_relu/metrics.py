@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .errors import InputError
 
-__all__ = ["evaluate", "match_units", "UnitMatch"]
+__all__ = ["evaluate", "match_units", "UnitMatch", "stderr_z"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,66 @@ def match_units(truth, model):
     return UnitMatch(rows, cols, cos, t.a[rows], t.b[rows], f.a[cols], sign * f.b[cols], t.a.size, f.a.size)
 
 
+def stderr_z(model, truth):
+    """``(estimate - truth) / standard error`` of every parameter of ``model`` (its ``stderr``) against ``truth``.
+
+    The truth is expressed in the model's convention first: its units are
+    rescaled to unit ``w``, matched to the model's
+    (:func:`match_units`), and a unit matched with a negative cosine is
+    re-expressed as ``(a, -w, -b)`` with ``u += a w`` and ``c += a b`` (the
+    same function: ``relu(t) = t + relu(-t)``).
+
+    Parameters
+    ----------
+    model : ReluNetwork
+        A fitted network with ``stderr["available"]``.
+    truth : ReluNetwork
+        The planted network (x coordinates).
+
+    Returns
+    -------
+    dict or None
+        ``a``, ``b`` (matched units, in the model's order of ``cols``),
+        ``W`` (d, matched units), and ``u``, ``c`` (only when every unit of
+        both networks is matched), as arrays of z-scores; ``cols`` the
+        fitted units.  None without standard errors.
+    """
+    se = model.stderr
+    if not se or not se.get("available"):
+        return None
+    match = match_units(truth, model)
+    t = _unit_normalize(truth)
+    sign = match.sign
+    W_t = t.W[:, match.rows] * sign
+    a_t = t.a[match.rows]
+    b_t = t.b[match.rows] * sign
+    flipped = sign < 0
+    u_t = truth.u + (t.W[:, match.rows][:, flipped] * a_t[flipped]).sum(axis=1)
+    c_t = truth.c + float((a_t[flipped] * t.b[match.rows][flipped]).sum())
+    cols = match.cols
+    z = {
+        "cols": cols,
+        "a": (model.a[cols] - a_t) / se["a"][cols],
+        "b": (model.b[cols] - b_t) / se["b"][cols],
+        "W": (model.W[:, cols] - W_t) / se["W"][:, cols],
+    }
+    if match.rows.size == match.n_true == match.n_fit:
+        z["u"] = (model.u - u_t) / se["u"]
+        z["c"] = np.array([(model.c - c_t) / se["c"]])
+    return z
+
+
+def _z_summary(z):
+    """``max_abs_z_<name>`` per parameter group and ``coverage_95`` (|z| <= 1.96 over all)."""
+    out = {}
+    groups = [k for k in ("a", "W", "b", "u", "c") if k in z]
+    for k in groups:
+        out[f"max_abs_z_{k}"] = float(np.max(np.abs(z[k]))) if z[k].size else float("nan")
+    every = np.concatenate([np.ravel(z[k]) for k in groups])
+    out["coverage_95"] = float(np.mean(np.abs(every) <= 1.959963984540054)) if every.size else float("nan")
+    return out
+
+
 def evaluate(model, truth, *, n_test=200_000, seed=20211206):
     """Parameter errors and relative test MSE of ``model`` against ``truth``.
 
@@ -116,7 +176,11 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
         ``max_angle_deg``, ``max_abs_b_err``, ``max_rel_a_err`` over matched
         units (NaN when no unit is matched: a model without units, say),
         ``unmatched_true`` and ``unmatched_fitted`` unit counts,
-        ``rel_test_mse``, ``n_hidden_true``, ``n_hidden_fitted``.
+        ``rel_test_mse``, ``n_hidden_true``, ``n_hidden_fitted``; with the
+        model's standard errors, ``max_abs_z_a`` .. ``max_abs_z_c`` (the
+        largest ``|estimate - truth| / se`` per group, :func:`stderr_z`) and
+        ``coverage_95`` (the share of parameters within 1.96 standard
+        errors of the truth).
     """
     if model.n_features != truth.n_features:
         raise InputError(
@@ -133,7 +197,7 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
     def worst(v):
         return float(np.max(v)) if v.size else float("nan")
 
-    return {
+    out = {
         "n_hidden_true": int(match.n_true),
         "n_hidden_fitted": int(match.n_fit),
         "max_angle_deg": worst(match.angle_deg),
@@ -143,3 +207,7 @@ def evaluate(model, truth, *, n_test=200_000, seed=20211206):
         "unmatched_fitted": int(match.n_fit - match.cols.size),
         "rel_test_mse": rel_mse,
     }
+    z = stderr_z(model, truth.network)
+    if z is not None:
+        out.update(_z_summary(z))
+    return out

@@ -55,6 +55,8 @@ TITLE_SPECTRUM = "T_2 spectrum"
 TITLE_STRENGTHS = "Per-unit Hermite order strengths"
 TITLE_REFINEMENT = "Refinement"
 TITLE_RECOVERED = "Recovered vs true"
+TITLE_INTERVALS = "Errors and their 95% intervals"
+YLABEL_INTERVALS = "fitted - true"
 TITLE_ANGLES = "Angle per matched unit"
 
 XLABEL_SPECTRUM = "eigenvalue index (sorted by |eigenvalue|)"
@@ -76,6 +78,7 @@ ANGLE_LINEAR_TOP = 1.0  # a linear angle axis reaches at least this (degrees)
 
 LABEL_GAP_PT = 1.5  # the least gap between the boxes of two point or bar labels, in points
 DPI = 110  # the figure's resolution, for drawing and saving alike (labels are placed at it)
+Z95 = 1.959963984540054  # the standard normal quantile of a two-sided 95% interval
 
 NOT_AVAILABLE = "not available"
 NO_REFINEMENT = "no refinement"
@@ -360,7 +363,41 @@ def _draw_refinement(ax, diag):
                 rows = _number(stages[j + 1].get("rows"))
                 label = f"more rows ({int(rows):,})" if rows is not None else "next stage"
                 ax.axvline(edge - 0.5, color="C1", linestyle="--", label=label if j == 0 else None)
+    _draw_full_passes(ax, diag, history.size, scale)
     ax.legend(fontsize=8, loc="lower left")
+
+
+def _draw_full_passes(ax, diag, x0, scale):
+    """The relative MSE over every row at each full-data refinement pass, after the in-memory iterations."""
+    rel = _floats(_get(diag, "stages", "full_data", "rel_mse"))
+    if rel is None or rel.size == 0:
+        return
+    xs = x0 + np.arange(rel.size)
+    ax.plot(xs, scale.shown(rel), color="C3", marker="s", linestyle="-",
+            label=f"passes over every row ({rel.size}; final {rel[-1]:.3g})")
+
+
+def _draw_intervals(ax, match, stderr):
+    """Fitted minus true ``a`` and ``b`` per matched unit with 95% intervals (``+- 1.96 se``)."""
+    ax.set_title(TITLE_INTERVALS)
+    ax.set_xlabel(XLABEL_ANGLES)
+    ax.set_ylabel(YLABEL_INTERVALS)
+    if not (stderr and stderr.get("available")):
+        _note(ax, f"standard errors {NOT_AVAILABLE}" + (f":\n{stderr['reason']}" if stderr and "reason" in stderr else ""))
+        return
+    if match.cols.size == 0:
+        _note(ax, "no matched units")
+        return
+    k = match.cols.size
+    pos = np.arange(k)
+    for shift, true, fit, se, color, name in ((-0.15, match.a_true, match.a_fit, stderr["a"], "C0", "a"),
+                                              (0.15, match.b_true, match.b_fit, stderr["b"], "C1", "b")):
+        ax.errorbar(pos + shift, fit - true, yerr=Z95 * np.asarray(se)[match.cols], fmt="o", color=color, capsize=4,
+                    label=f"{name}: fitted - true, 95% interval")
+    ax.axhline(0.0, color="0.4", linestyle="--", linewidth=1)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{r}->{c}{'*' if s < 0 else ''}" for r, c, s in zip(match.rows, match.cols, match.sign)], fontsize=8)
+    ax.legend(fontsize=8, loc="best")
 
 
 def _label(ax, text, xy, offset, **style):
@@ -465,6 +502,8 @@ def _metrics_box(ax, metrics):
     ]
     if metrics["unmatched_true"] or metrics["unmatched_fitted"]:
         lines.append(f"unmatched: {metrics['unmatched_true']} true, {metrics['unmatched_fitted']} fitted")
+    if "coverage_95" in metrics:
+        lines.append(f"truth inside 95% intervals: {100 * metrics['coverage_95']:.0f}% of parameters")
     ax.text(
         0.02,
         0.98,
@@ -505,7 +544,7 @@ def _draw_angles(ax, match):
         ax.text(0.98, 0.98, "* compared as (a, -w, -b)", transform=ax.transAxes, ha="right", va="top", fontsize=7)
 
 
-def _draw_truth(ax_scatter, ax_angle, model, truth):
+def _draw_truth(ax_scatter, ax_angle, ax_errors, model, truth):
     from . import evaluate, match_units
 
     match = match_units(truth.network, model)
@@ -513,6 +552,7 @@ def _draw_truth(ax_scatter, ax_angle, model, truth):
     metrics = evaluate(model, truth)
     _metrics_box(ax_scatter, metrics)
     _draw_angles(ax_angle, match)
+    _draw_intervals(ax_errors, match, model.stderr)
     return metrics
 
 
@@ -537,7 +577,8 @@ def render_report(model, out, *, truth=None):
     matplotlib.figure.Figure
         The saved figure.  Its axes, in order: ``T_2`` spectrum, per-unit
         Hermite order strengths, refinement and, with a truth, recovered vs
-        true parameters and angle per matched unit.
+        true parameters, angle per matched unit, and the errors of ``a`` and
+        ``b`` with their 95% intervals (from the model's standard errors).
 
     Raises
     ------
@@ -584,14 +625,14 @@ def render_report(model, out, *, truth=None):
         fig = Figure(figsize=(17, 10), dpi=DPI, layout="constrained")
         grid = fig.add_gridspec(2, 6)
         axes = [fig.add_subplot(grid[0, 2 * j : 2 * j + 2]) for j in range(3)]
-        axes += [fig.add_subplot(grid[1, 0:3]), fig.add_subplot(grid[1, 3:6])]
+        axes += [fig.add_subplot(grid[1, 2 * j : 2 * j + 2]) for j in range(3)]
     FigureCanvasAgg(fig)
 
     _draw_spectrum(axes[0], diag)
     _draw_strengths(axes[1], diag)
     _draw_refinement(axes[2], diag)
     if truth is not None:
-        _draw_truth(axes[3], axes[4], model, truth)
+        _draw_truth(axes[3], axes[4], axes[5], model, truth)
 
     fig.suptitle(
         f"stream_relu model: n_features = {model.n_features}, n_hidden = {model.n_hidden}, {_rows_used(model)}",

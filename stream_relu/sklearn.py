@@ -117,6 +117,13 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         Output weights, unit vectors (columns), biases, and the affine term ``<u, x> + c``.
     n_hidden_ : int
         Units in the fitted model (0 for an affine model).
+    stderr_ : dict
+        Standard errors of ``a_, W_, b_, u_, c_`` (``stderr_["a"]`` etc.,
+        same shapes, same unit order and orientation; sandwich form) when
+        ``stderr_["available"]``, else ``stderr_["reason"]``
+        (:attr:`stream_relu.ReluNetwork.stderr`).  After :meth:`partial_fit`
+        they are those of the refinement on the latest batch, which sets
+        the estimate.
     diagnostics_ : dict
         :attr:`stream_relu.FitResult.diagnostics`, plus ``"fallback"``
         (None, or why an affine model was fitted) and, after
@@ -314,6 +321,7 @@ class ReluNetworkRegressor(RegressorMixin, BaseEstimator):
         self.model_ = model
         self.a_, self.W_, self.b_, self.u_, self.c_ = model.a, model.W, model.b, model.u, model.c
         self.n_hidden_ = int(model.n_hidden)
+        self.stderr_ = model.stderr or {"available": False, "reason": "the affine fallback's least squares reports none"}
         self.diagnostics_ = diagnostics
         return self
 

@@ -23,10 +23,18 @@ def test_example_v1_file_loads_and_validates():
     assert "t2_spectrum" in model.diagnostics["width"]
 
 
+def test_example_v2_file_loads_with_its_standard_errors():
+    model = load_model(resources.files("stream_relu").joinpath("examples/model-v2.json"))
+    assert model.n_features == 4 and model.n_hidden == 2
+    se = model.stderr
+    assert se["available"] and se["W"].shape == (4, 2) and se["a"].shape == (2,) and np.all(se["b"] > 0)
+
+
 def test_schema_is_valid_draft_2020_12():
     import jsonschema
 
-    jsonschema.Draft202012Validator.check_schema(model_schema())
+    for version in (1, 2):
+        jsonschema.Draft202012Validator.check_schema(model_schema(version))
 
 
 def test_round_trip(tmp_path):
@@ -57,7 +65,7 @@ def _good():
     "mutate,field",
     [
         (lambda d: d.pop("a"), "'a' is a required property"),
-        (lambda d: d.update(format_version=2), "format_version is 2"),
+        (lambda d: d.update(format_version=3), "format_version is 3"),
         (lambda d: d.update(b=d["b"][:1]), "field b has 1; expected 2"),
         (lambda d: d.update(u=d["u"] + [0.0]), "field W has 4; expected 5"),
         (lambda d: d["W"][1].append(0.0), "field W/1 has 3; expected 2"),

@@ -162,3 +162,30 @@ def test_model_file_version_2_round_trips_the_standard_errors_and_version_1_stil
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     with pytest.raises(sr.ModelFileError, match="stderr/a has 1 numbers; expected 2"):
         sr.load_model(str(tmp_path / "bad.json"))
+
+
+def test_stderr_z_reexpresses_a_flipped_and_permuted_truth_in_the_models_convention():
+    rng = np.random.default_rng(7)
+    d = 4
+    W = np.linalg.qr(rng.standard_normal((d, 2)))[0]
+    truth = sr.ReluNetwork(np.array([1.0, -0.5]), 2.0 * W, np.array([0.4, -0.6]), rng.standard_normal(d), 0.25)
+    a, w, b = truth.a * 2.0, W, truth.b / 2.0  # unit-w form of the truth
+    # the model: unit 1 as is, then unit 0 flipped (a, -w, -b) with the affine term taking a (w x + b)
+    shift = {"a": np.array([0.01, -0.02]), "b": np.array([0.03, 0.01]), "u": 0.01 * np.arange(d), "c": -0.02}
+    dW = 1e-3 * rng.standard_normal((d, 2))
+    model = sr.ReluNetwork(
+        a=np.array([a[1], a[0]]) + shift["a"],
+        W=np.column_stack([w[:, 1], -w[:, 0]]) + dW,
+        b=np.array([b[1], -b[0]]) + shift["b"],
+        u=truth.u + a[0] * w[:, 0] + shift["u"],
+        c=truth.c + a[0] * b[0] + shift["c"],
+        stderr={"available": True, "a": np.full(2, 0.5), "W": np.full((d, 2), 0.5), "b": np.full(2, 0.5),
+                "u": np.full(d, 0.5), "c": 0.5},
+    )
+    z = sr.stderr_z(model, truth)
+    order = np.argsort(z["cols"])
+    np.testing.assert_allclose(z["a"][order], shift["a"] / 0.5, atol=1e-12)
+    np.testing.assert_allclose(z["b"][order], shift["b"] / 0.5, atol=1e-12)
+    np.testing.assert_allclose(z["W"][:, order], dW / 0.5, atol=1e-12)
+    np.testing.assert_allclose(z["u"], shift["u"] / 0.5, atol=1e-12)
+    np.testing.assert_allclose(z["c"], [shift["c"] / 0.5], atol=1e-12)

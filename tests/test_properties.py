@@ -552,7 +552,7 @@ def _check_loaded(model, data):
     """The loaded model holds exactly what json reads from the same bytes."""
     doc = json.loads(data.decode("utf-8"))
     assert isinstance(doc, dict)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] in (1, 2)
     m, d = len(doc["a"]), len(doc["u"])
     assert d >= 1
     assert len(doc["b"]) == m and len(doc["W"]) == d and all(len(row) == m for row in doc["W"])

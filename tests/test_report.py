@@ -30,6 +30,7 @@ PANELS = [
 TRUTH_PANELS = [
     ("Recovered vs true", "true value", "recovered value"),
     ("Angle per matched unit", "matched pair (true unit -> fitted unit)", "angle between w_true and w_fit (degrees)"),
+    ("Errors and their 95% intervals", "matched pair (true unit -> fitted unit)", "fitted - true"),
 ]
 
 
@@ -111,6 +112,14 @@ def test_report_with_truth_adds_recovered_vs_true(tmp_path, fitted):
     assert len(angles.patches) == rows.size
     assert all(p.get_height() < 1.0 for p in angles.patches)
 
+    # the errors panel: fitted - true of a and b, each with +- 1.96 standard errors of the model file
+    errors = fig.axes[5]
+    assert len(errors.containers) == 2
+    for container, key in zip(errors.containers, ("a", "b")):
+        segments = np.array(container.lines[2][0].get_segments())
+        half = (segments[:, 1, 1] - segments[:, 0, 1]) / 2
+        np.testing.assert_allclose(half, 1.959963984540054 * model.stderr[key][match.cols], rtol=1e-12)
+
 
 def test_unreliable_units_and_no_refinement_are_shown(tmp_path, fitted):
     model, _ = fitted
@@ -146,6 +155,7 @@ def test_model_without_diagnostics_renders_not_available(tmp_path, fitted):
     # with a truth the comparison panels still work
     fig = render_report(bare, tmp_path / "bare_truth.png", truth=truth)
     _check_panels(fig, PANELS + TRUTH_PANELS)
+    assert any("standard errors not available" in t for t in _texts(fig.axes[5]))
 
 
 def test_partial_and_malformed_diagnostics_do_not_crash(tmp_path, fitted):
@@ -170,7 +180,7 @@ def test_paths_and_vector_formats(tmp_path, fitted):
     truth_path.write_text(json.dumps(truth.to_dict()))
     svg = tmp_path / "r.svg"
     fig = render_report(str(model_path), svg, truth=str(truth_path))
-    assert len(fig.axes) == 5
+    assert len(fig.axes) == 6
     assert svg.read_text()[:200].lstrip().startswith("<?xml")
     pdf = tmp_path / "r.pdf"
     render_report(model, pdf)
