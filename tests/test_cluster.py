@@ -263,3 +263,81 @@ def test_state_with_a_single_partial_chunk(tmp_path):
     # the only chunk is partial: kept as a chunk record (not in a prefix) and reused
     assert first.run["pass1_reused_chunks"] == 0 and again.run["pass1_reused_chunks"] == 1
     np.testing.assert_array_equal(first.model.W, again.model.W)
+
+
+# Full-data refinement passes: noisy labels and in-memory rows well under the store's, so the fit
+# makes passes over every row after the moment passes (checkpointed as refine-* in the state folder).
+REFINE_ARGS = ("--refine-rows", "20000", "--refine-rows-max", "30000")
+
+
+@pytest.fixture(scope="module")
+def noisy_store(make_store):
+    return make_store(D, M, N, CHUNK, seed=6, noise=0.3)
+
+
+def _refine_prefixes(state_dir):
+    out = {}
+    for pass_dir in sorted(Path(state_dir).glob("refine-*")):
+        with np.load(io.BytesIO((pass_dir / "prefix.npz").read_bytes()), allow_pickle=False) as z:
+            out[pass_dir.name] = {k: z[k].copy() for k in z.files}
+    return out
+
+
+def _refine_reference(path, tmp_path):
+    ref_state = tmp_path / "ref-state"
+    result = sr.fit(path, n_hidden=M, scheduler="synchronous", state=str(ref_state), progress=False,
+                    refine_rows=20_000, refine_rows_max=30_000)
+    assert result.run["refine_passes"] >= 1
+    result.model.save(tmp_path / "ref.json")
+    return ref_state, (tmp_path / "ref.json").read_bytes()
+
+
+def _refine_records(state_dir):
+    return len(list(Path(state_dir).glob("refine-*/chunk-*.json"))) + 12 * len(list(Path(state_dir).glob("refine-*/prefix.json")))
+
+
+@pytest.mark.slow
+def test_refinement_passes_survive_a_killed_worker_and_a_killed_driver_bitwise(noisy_store, tmp_path, slow_cluster):
+    path, _ = noisy_store
+    ref_state, ref_model = _refine_reference(path, tmp_path)
+    # a worker killed during a refinement pass: the other worker finishes it; the same bits
+    state = tmp_path / "state-worker"
+    fit = subprocess.Popen(_fit_cmd(path, tmp_path / "m.json", state, slow_cluster.address, *REFINE_ARGS),
+                           env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while _refine_records(state) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert _refine_records(state) >= 2  # the kill lands inside the first refinement pass
+    victim = slow_cluster.workers[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    out, err = fit.communicate(timeout=300)
+    assert fit.returncode == 0, err
+    assert _refine_prefixes(state).keys() == _refine_prefixes(ref_state).keys()
+    assert all(_same_bits(a, b) for a, b in zip(_refine_prefixes(state).values(), _refine_prefixes(ref_state).values()))
+    assert (tmp_path / "m.json").read_bytes() == ref_model
+    assert json.loads(out)["run"]["refine_passes"] >= 1
+
+
+@pytest.mark.slow
+def test_killed_driver_during_a_refinement_pass_resumes_bitwise(noisy_store, tmp_path):
+    path, _ = noisy_store
+    ref_state, ref_model = _refine_reference(path, tmp_path)
+    cluster = Cluster(tmp_path, n_workers=1, delay=0.25)  # 1 worker here, 2 in the test above, 0 in the reference
+    try:
+        state = tmp_path / "state"
+        cmd = _fit_cmd(path, tmp_path / "m.json", state, cluster.address, *REFINE_ARGS)
+        driver = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 180
+        while _refine_records(state) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        assert not (tmp_path / "m.json").exists()  # it died before the end
+        run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        reused = json.loads(run.stdout)["run"]
+        assert reused["pass1_reused_chunks"] == N // CHUNK and 3 <= reused["refine_reused_chunks"]
+        assert all(_same_bits(a, b) for a, b in zip(_refine_prefixes(state).values(), _refine_prefixes(ref_state).values()))
+        assert (tmp_path / "m.json").read_bytes() == ref_model
+    finally:
+        cluster.close()
