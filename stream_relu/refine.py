@@ -81,7 +81,7 @@ class Params:
         return np.maximum(h, 0.0) @ self.a + z @ self.u + self.c
 
 
-def loss_grad_chunk(z, y, params):
+def loss_grad_chunk(z, y, params, key="refine"):
     """Sum of squared errors (halved) and its gradient over one chunk.
 
     Parameters
@@ -90,6 +90,10 @@ def loss_grad_chunk(z, y, params):
         Whitened inputs, float64.
     y : ndarray of shape (n_rows,)
     params : Params
+    key : str
+        The state's key (the plan's, for a streamed pass: states of
+        different parameters never merge, and a checkpoint's prefix merges
+        with new chunks' states).
 
     Returns
     -------
@@ -104,7 +108,7 @@ def loss_grad_chunk(z, y, params):
     g_h = (h > 0) * (e[:, None] * params.a)
     grad = np.concatenate([act.T @ e, (z.T @ g_h).ravel(), g_h.sum(axis=0), z.T @ e, [e.sum()]])
     sums = {"loss": np.array(0.5 * (e @ e)), "grad": grad}
-    return MomentState("refine", "refine", z.shape[0], sums)
+    return MomentState("refine", key, z.shape[0], sums)
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class RefinePlan:
 def refine_chunk(x, y, plan):
     """:func:`loss_grad_chunk` of raw rows ``x``, whitened with the plan's mean and whitener."""
     z = (np.asarray(x, dtype=np.float64) - plan.mean) @ plan.whitener
-    return loss_grad_chunk(z, y, plan.params)
+    return loss_grad_chunk(z, y, plan.params, plan.key)
 
 
 REFINE = ChunkKernel("refine", refine_chunk)
