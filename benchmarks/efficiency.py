@@ -24,6 +24,11 @@ Relative test MSE: ``E[(f_hat - f)^2] / Var f`` on 2,000,000 fresh draws
 (the same draws for every model of a case and seed).
 
     python benchmarks/efficiency.py [--cases E1,E2,G3] [--seeds ...] [--baseline DIR] [--workdir DIR] [--json OUT]
+        [--n ROWS] [--scheduler ADDRESS] [--time-no-refine]
+
+With ``--scheduler`` this checkout's fits run on that running cluster
+(peak RSS then counts the client only); ``--time-no-refine`` also times
+``fit --no-refine`` there, the issue's yardstick for the refinement's cost.
 """
 
 from __future__ import annotations
@@ -113,18 +118,25 @@ def _fit(exe, store, out, m, env=None, extra=()):
 
 def run_one(name, seed, workdir, args):
     c = CASES[name]
-    d, m, n = c["d"], c["m"], c["n"]
+    d, m, n = c["d"], c["m"], args.n or c["n"]
     truth = truth_of(name, seed)
     store = str(workdir / f"{name}-{seed}.zarr")
     t0 = time.perf_counter()
     sr.simulate_store(store, truth=truth, n_samples=n, noise=c["ratio"], seed=seed, overwrite=True)
     sim_s = time.perf_counter() - t0
     exe = [sys.executable, "-m", "stream_relu.cli"]
-    this, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}.json"), m, extra=("--no-state", "--overwrite"))
+    where = ("--scheduler", args.scheduler) if args.scheduler else ()
+    this, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}.json"), m, extra=("--no-state", "--overwrite", *where))
     row = {"case": name, "seed": seed, "n": n, "d": d, "m": m, "p": m * (d + 1) + d + 1, "simulate_s": sim_s,
            "this": {"wall_s": wall, "peak_mib": peak / 2**20, "passes": this.diagnostics["stages"].get("full_data", {}).get("passes", 0),
                     "grad_norm": this.diagnostics["stages"].get("full_data", {}).get("grad_norm")}}
-    if args.baseline:
+    if args.time_no_refine:  # the moment passes alone, on the same cluster: the cost of the refinement
+        _, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-norefine.json"), m,
+                             extra=("--no-state", "--overwrite", "--no-refine", *where))
+        row["no_refine"] = {"wall_s": wall, "peak_mib": peak / 2**20}
+        print(f"  {name} seed {seed}: fit {row['this']['wall_s']:.1f} s, fit --no-refine {wall:.1f} s: "
+              f"{row['this']['wall_s'] / wall:.2f}x", flush=True)
+    if args.baseline:  # on its own default local cluster: 0.1's code on its workers too
         env = {**os.environ, "PYTHONPATH": str(args.baseline)}
         base, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-v01.json"), m, env=env)
         row["v01"] = {"wall_s": wall, "peak_mib": peak / 2**20}
@@ -169,6 +181,9 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--optimum-max-gib", type=float, default=8.0, help="rows held in memory for the optimum, at most")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument("--n", type=lambda t: int(float(t)), default=None, help="override the cases' row counts")
+    parser.add_argument("--scheduler", default=None, help="run this checkout's fits on this cluster (default: a local one each)")
+    parser.add_argument("--time-no-refine", action="store_true", help="also time fit --no-refine (same cluster)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-efficiency-"))

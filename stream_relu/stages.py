@@ -217,10 +217,12 @@ def full_data_passes(store, objective, params, max_passes):
         info["rel_mse"].append(loss / var_y)
         if previous is not None and loss > previous.loss:  # the step overshot: half of it from the same point
             previous = replace(previous, delta=0.5 * previous.delta)
-            params = Tangent.at(previous.params).expand(previous.delta)
+            params = Tangent(previous.params.normalized(), curv.tangent.bases).expand(previous.delta)
             info["decrement"].append(None)
             continue
-        tangent = Tangent.at(params)
+        # the curvature point's bases: continuous in the parameters (a basis built afresh at each point,
+        # by a reflection, may turn when a coordinate of w changes sign), so H still applies
+        tangent = Tangent(params.normalized(), curv.tangent.bases)
         step = newton_step(curv, tangent.reduce(state.sums["grad"]) / n)
         info["decrement"].append(step.decrement / var_y)
         info["grad_norm"] = step.grad_norm
@@ -231,8 +233,9 @@ def full_data_passes(store, objective, params, max_passes):
         previous = _Point(params, loss, step.delta)
         params = tangent.expand(step.delta)
     else:
+        last = next((v for v in reversed(info["decrement"]) if v is not None), float("nan"))
         info["stop"] = (f"{max_passes} passes made (refine_passes); the last step was taken without a pass to check it "
-                        f"(its predicted fall of the relative MSE: {info['decrement'][-1]:.3g})")
+                        f"(the last predicted fall of the relative MSE: {last:.3g})")
     if store.folder is not None:
         store.folder.prune(used, kinds=("refine",))  # passes of earlier fits with other parameters
     return Refinement(params, info, reused_chunks=reused)
