@@ -201,7 +201,7 @@ def full_data_passes(store, objective, params, max_passes):
         ``reused_chunks`` (from the state folder).
     """
     fn, var_y = objective.fn, max(store.gauss.var_y, np.finfo(float).tiny)
-    curv = curvature(fn.z, fn.y, params)
+    curv = curvature(fn.z, fn.y, params, dense_max=P_DENSE_MAX)
     p = curv.tangent.n_params
     log.info("full-data refinement: curvature of %d parameters on %d rows", p, curv.rows)
     info = {"passes": 0, "rows": 0, "curvature_rows": curv.rows, "n_params": p, "rel_mse": [], "decrement": [], "converged": False}

@@ -189,3 +189,20 @@ def test_stderr_z_reexpresses_a_flipped_and_permuted_truth_in_the_models_convent
     np.testing.assert_allclose(z["W"][:, order], dW / 0.5, atol=1e-12)
     np.testing.assert_allclose(z["u"], shift["u"] / 0.5, atol=1e-12)
     np.testing.assert_allclose(z["c"], [shift["c"] / 0.5], atol=1e-12)
+
+
+def test_above_the_dense_limit_steps_are_matrix_free_and_standard_errors_say_why_not(tmp_path, monkeypatch):
+    from stream_relu import stages
+
+    monkeypatch.setattr(stages, "P_DENSE_MAX", 10)  # p = 2 (5 + 1) + 5 + 1 = 18 > 10
+    path = str(tmp_path / "noisy.zarr")
+    sr.simulate_store(path, n_features=5, n_hidden=2, n_samples=120_000, seed=5, chunk_rows=10_000, noise=0.3)
+    kw = dict(n_hidden=2, scheduler="synchronous", refine_rows=20_000, refine_rows_max=30_000, progress=False)
+    free = sr.fit(path, **kw)
+    assert not free.model.stderr["available"] and "more than 10" in free.model.stderr["reason"]
+    monkeypatch.undo()
+    dense = sr.fit(path, **kw)
+    # conjugate gradients solve the same Newton systems: the same passes, parameters equal to solver precision
+    assert free.run["refine_passes"] == dense.run["refine_passes"]
+    np.testing.assert_allclose(free.model.b, dense.model.b, atol=1e-6)
+    np.testing.assert_allclose(free.model.W, dense.model.W, atol=1e-6)
