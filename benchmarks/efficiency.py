@@ -27,7 +27,8 @@ Relative test MSE: ``E[(f_hat - f)^2] / Var f`` on 2,000,000 fresh draws
         [--n ROWS] [--scheduler ADDRESS] [--time-no-refine]
 
 With ``--scheduler`` this checkout's fits run on that running cluster
-(peak RSS then counts the client only); ``--time-no-refine`` also times
+(peak RSS: the client's process tree plus the workers' peak sum, sampled
+every 0.1 s); ``--time-no-refine`` also times
 ``fit --no-refine`` there, the issue's yardstick for the refinement's cost.
 """
 
@@ -39,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,7 +48,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 import stream_relu as sr
-from fit_time import run_timed
+from fit_time import _tree_rss, run_timed
 
 CASES = {
     "E1": {"d": 24, "m": 6, "ratio": 0.2, "n": 20_000_000, "seeds": (0, 1, 2)},
@@ -111,9 +113,33 @@ def rel_mse(model, xt, ft):
     return float(np.mean((model.predict(xt) - ft) ** 2) / np.var(ft))
 
 
-def _fit(exe, store, out, m, env=None, extra=()):
-    wall, peak = run_timed(exe + ["fit", store, "--out", out, "--hidden", str(m), "-q", *extra], env=env)
-    return sr.load_model(out), wall, peak
+def _worker_pids(address):
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        return list(client.run(os.getpid).values())
+
+
+def _fit(exe, store, out, m, env=None, extra=(), workers=()):
+    """Run a CLI fit: (model, wall s, peak RSS of the client's process tree plus the given worker processes)."""
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():  # the workers of a running cluster are not the client's children
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(_tree_rss(p) for p in workers))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        # cwd: the store's folder, never the repository root (whose package `-m` would import first)
+        wall, client_peak = run_timed(exe + ["fit", store, "--out", out, "--hidden", str(m), "-q", *extra], env=env,
+                                      cwd=os.path.dirname(store))
+    finally:
+        stop.set()
+        thread.join()
+    return sr.load_model(out), wall, client_peak + peak[0]
 
 
 def run_one(name, seed, workdir, args):
@@ -126,19 +152,23 @@ def run_one(name, seed, workdir, args):
     sim_s = time.perf_counter() - t0
     exe = [sys.executable, "-m", "stream_relu.cli"]
     where = ("--scheduler", args.scheduler) if args.scheduler else ()
-    this, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}.json"), m, extra=("--no-state", "--overwrite", *where))
+    workers = _worker_pids(args.scheduler) if args.scheduler else ()
+    this, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}.json"), m, extra=("--no-state", "--overwrite", *where),
+                            workers=workers)
     row = {"case": name, "seed": seed, "n": n, "d": d, "m": m, "p": m * (d + 1) + d + 1, "simulate_s": sim_s,
            "this": {"wall_s": wall, "peak_mib": peak / 2**20, "passes": this.diagnostics["stages"].get("full_data", {}).get("passes", 0),
                     "grad_norm": this.diagnostics["stages"].get("full_data", {}).get("grad_norm")}}
     if args.time_no_refine:  # the moment passes alone, on the same cluster: the cost of the refinement
         _, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-norefine.json"), m,
-                             extra=("--no-state", "--overwrite", "--no-refine", *where))
+                             extra=("--no-state", "--overwrite", "--no-refine", *where), workers=workers)
         row["no_refine"] = {"wall_s": wall, "peak_mib": peak / 2**20}
         print(f"  {name} seed {seed}: fit {row['this']['wall_s']:.1f} s, fit --no-refine {wall:.1f} s: "
               f"{row['this']['wall_s'] / wall:.2f}x", flush=True)
     if args.baseline:  # on its own default local cluster: 0.1's code on its workers too
         env = {**os.environ, "PYTHONPATH": str(args.baseline)}
         base, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-v01.json"), m, env=env)
+        if json.loads((workdir / f"{name}-{seed}-v01.json").read_text())["format_version"] != 1:
+            raise RuntimeError(f"the baseline run wrote a model of this checkout, not of {args.baseline}")
         row["v01"] = {"wall_s": wall, "peak_mib": peak / 2**20}
     xt, ft = truth.sample(np.random.default_rng([seed, 77]), N_TEST)
     row["oracle"] = c["ratio"] ** 2 * row["p"] / n
@@ -186,7 +216,7 @@ def main(argv=None):
     parser.add_argument("--time-no-refine", action="store_true", help="also time fit --no-refine (same cluster)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-efficiency-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-efficiency-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"{'case':<4}{'seed':>5}{'n':>11}{'p':>5}{'rel MSE':>11}{'optimum':>11}{'oracle':>11}{'/opt':>8}{'/oracle':>8}"
           f"{'passes':>7}{'time s':>9}{'0.1 MSE':>11}{'/opt':>8}{'/oracle':>8}{'0.1 s':>9}{'peak MiB':>9}{'0.1 MiB':>9}")

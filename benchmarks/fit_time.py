@@ -62,10 +62,15 @@ def _tree_rss(pid):
     return total
 
 
-def run_timed(cmd, env=None):
-    """Run ``cmd``; return (wall seconds, peak RSS of its process tree in bytes)."""
+def run_timed(cmd, env=None, cwd=None):
+    """Run ``cmd`` in ``cwd``; return (wall seconds, peak RSS of its process tree in bytes).
+
+    Run a ``python -m stream_relu.cli`` of another checkout (``PYTHONPATH``)
+    outside this repository: ``-m`` puts the working directory first on
+    ``sys.path``, so from the repository root this checkout's package wins.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     peak = [0]
 
     def sample():
@@ -105,7 +110,9 @@ def _time_case(exe, workdir, name, c, args):
         for who in ("this", "baseline") if args.baseline else ("this",):
             model = str(workdir / (f"{name}.json" if who == "this" else f"{name}-baseline-{i}.json"))
             cmd = _fit_command(exe, store, model, c, args, who == "baseline")
-            wall, peak = run_timed(cmd, env=base_env if who == "baseline" else None)
+            wall, peak = run_timed(cmd, env=base_env if who == "baseline" else None, cwd=workdir)
+            if who == "baseline" and json.loads(Path(model).read_text()).get("format_version") != 1:
+                raise RuntimeError(f"the baseline run wrote a model of this checkout, not of {args.baseline}")
             runs[who][0].append(wall)
             runs[who][1].append(peak)
     return store, runs
@@ -119,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--estimate-width", action="store_true", help="omit --hidden")
     parser.add_argument("--baseline", default=None, help="a checkout of another version to time beside this one")
     args = parser.parse_args(argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-time-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-time-")).resolve()
     exe = [sys.executable, "-m", "stream_relu.cli"]
     print(f"{'case':<5}{'version':>9}{'n':>10}{'d':>4}{'m':>4}{'median wall s':>15}{'min':>8}{'max':>8}{'peak RSS MiB':>14}{'rel test MSE':>14}")
     for name in args.cases.split(","):

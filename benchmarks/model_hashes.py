@@ -123,7 +123,7 @@ def params_hash(model):
 
 def _store(workdir, label, maker, n, noise, chunk, seed, reuse):
     # G5 fits G1's store without --hidden; variants of one case share its store
-    path = workdir / f"{label.split('-')[0].replace('G5', 'G1')}-s{seed}-{n}.zarr"
+    path = workdir / f"{label.split('-')[0].replace('G5', 'G1')}-s{seed}-{n}-r{noise}.zarr"  # noise: cluster vs cluster-passes
     if not (reuse and path.exists()):
         sr.simulate_store(str(path), truth=maker(), n_samples=n, noise=noise, seed=seed, chunk_rows=chunk, overwrite=True)
     return str(path)
