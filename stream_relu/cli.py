@@ -371,10 +371,10 @@ def _demo(args, workdir):
     result = fit(store, n_hidden=args.hidden, progress=not args.quiet, local_cluster=_cluster(args))
     moment = evaluate(result.moment_model, truth)
     final = evaluate(result.model, truth)
-    width = max(len(k) for k in final)
+    width = max(len(k) for k in moment)
     print(f"stream_relu demo: d={args.features}, m={args.hidden}, n={args.samples}")
     print(f"{'metric':<{width}}  {'moment stage':>14}  {'refined':>14}")
-    for key in final:
+    for key in moment:  # the rows both stages have (the refined model's z-scores: `stream-relu evaluate`)
         fmt = (lambda v: f"{v:>14.3e}") if isinstance(final[key], float) else (lambda v: f"{v:>14}")
         print(f"{key:<{width}}  {fmt(moment[key])}  {fmt(final[key])}")
     where = f"; model written to {workdir / 'model.json'}" if args.workdir else ""

@@ -183,10 +183,11 @@ def full_data_passes(store, objective, params, max_passes):
     Pass ``k`` sums the loss and gradient at ``theta_k`` over the store;
     the step ``-H^{-1} g`` (``H`` the Gauss-Newton matrix of the in-memory
     rows at the start) gives ``theta_{k+1}``.  The passes stop once the
-    step's predicted fall of the per-row loss is at most ``STOP_FRACTION``
-    of ``sigma^2 p / n`` (``sigma^2`` the mean squared residual over every
-    row): the parameters are then those of the last pass, whose gradient is
-    reported.  After ``max_passes`` passes the last step is taken without a
+    next step's predicted fall of the MSE (the Newton decrement
+    ``g^T H^{-1} g``) is at most ``STOP_FRACTION`` of ``sigma^2 p / n``
+    (``sigma^2`` the mean squared residual over every row, ``p`` the
+    reduced parameters): the parameters are then those of the last pass,
+    whose gradient is reported.  After ``max_passes`` passes the last step is taken without a
     pass to check it (``converged`` False; its predicted fall is reported).
     A pass whose loss is above the previous pass's halves that step
     instead (the curvature of the rows misled it).
