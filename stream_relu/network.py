@@ -269,7 +269,8 @@ class ReluNetwork:
         version = doc.get("format_version")
         if version not in READ_VERSIONS or isinstance(version, bool):
             raise ModelFileError(
-                f"{source}: format_version is {version!r}; this stream_relu reads versions {READ_VERSIONS}"
+                f"{source}: format_version is {version!r}; this stream_relu reads versions "
+                + " and ".join(str(v) for v in READ_VERSIONS)
             )
         validator = jsonschema.Draft202012Validator(model_schema(version))
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))

@@ -260,7 +260,7 @@ def test_bad_model_file_exit_status(tmp_path, capsys):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"format_version": 7}))
     assert main(["evaluate", str(path), "--truth", str(path)]) == EXIT_CODES[ModelFileError]
-    assert "format_version is 7; this stream_relu reads version 1" in _err(capsys)
+    assert "format_version is 7; this stream_relu reads versions 1 and 2" in _err(capsys)
 
 
 def test_debug_shows_traceback(tmp_path):
