@@ -229,7 +229,11 @@ class Curvature:
         """``H v``, from the matrix or as ``J^T (J v) / n_c`` over the rows."""
         if self.dense:
             return self.H @ v
-        return _row_blocks(self.rows, lambda sl: jacobian(self.z[sl], self.tangent).T @ (jacobian(self.z[sl], self.tangent) @ v)) / self.rows
+        def block(sl):
+            J = jacobian(self.z[sl], self.tangent)  # formed once per block and product
+            return J.T @ (J @ v)
+
+        return _row_blocks(self.rows, block) / self.rows
 
 
 def curvature(z, y, params, *, meat=False, dense_max=P_DENSE_MAX, max_rows=None):

@@ -104,6 +104,20 @@ def _chunk_records(state_dir):
     return len(list(Path(state_dir).glob("gauss-*/chunk-*.json")))
 
 
+def _kill_driver_and_resume(cmd, out, ready, wait=120):
+    """Start the fit ``cmd``, SIGKILL its driver once ``ready()``, rerun it: the rerun's ``run`` report."""
+    driver = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + wait
+    while not ready() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=10)
+    assert not Path(out).exists()  # it died before the end
+    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)["run"]
+
+
 def _reference(store, tmp_path):
     ref_state = tmp_path / "ref-state"
     result = sr.fit(store, n_hidden=M, scheduler="synchronous", state=str(ref_state), progress=False)
@@ -160,16 +174,9 @@ def test_killed_driver_resumes_bitwise(store, tmp_path, slow_cluster):
     ref_state, ref_model = _reference(path, tmp_path)
     state = tmp_path / "state"
     cmd = _fit_cmd(path, tmp_path / "m.json", state, slow_cluster.address)
-    driver = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while _chunk_records(state) + len(list(Path(state).glob("gauss-*/prefix.json"))) < 4 and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait(timeout=10)
-    assert not (tmp_path / "m.json").exists()  # it died before the end
-    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    reused = json.loads(run.stdout)["run"]["pass1_reused_chunks"]
+    run = _kill_driver_and_resume(cmd, tmp_path / "m.json",
+                                  lambda: _chunk_records(state) + len(list(Path(state).glob("gauss-*/prefix.json"))) >= 4)
+    reused = run["pass1_reused_chunks"]
     assert 0 < reused < N // CHUNK  # resumed mid-run, computed only what was missing
     assert _same_bits(_prefix_arrays(state, "gauss"), _prefix_arrays(ref_state, "gauss"))
     assert (tmp_path / "m.json").read_bytes() == ref_model
@@ -333,16 +340,7 @@ def test_killed_driver_during_a_refinement_pass_resumes_bitwise(noisy_store, tmp
     try:
         state = tmp_path / "state"
         cmd = _fit_cmd(path, tmp_path / "m.json", state, cluster.address, *REFINE_ARGS)
-        driver = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 180
-        while _refine_records(state) < 3 and time.time() < deadline:
-            time.sleep(0.05)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=10)
-        assert not (tmp_path / "m.json").exists()  # it died before the end
-        run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr
-        reused = json.loads(run.stdout)["run"]
+        reused = _kill_driver_and_resume(cmd, tmp_path / "m.json", lambda: _refine_records(state) >= 3, wait=180)
         assert reused["pass1_reused_chunks"] == N // CHUNK and 3 <= reused["refine_reused_chunks"]
         assert all(_same_bits(a, b) for a, b in zip(_refine_prefixes(state).values(), _refine_prefixes(ref_state).values()))
         assert (tmp_path / "m.json").read_bytes() == ref_model
