@@ -142,13 +142,57 @@ def _fit(exe, store, out, m, env=None, extra=(), workers=()):
     return sr.load_model(out), wall, client_peak + peak[0]
 
 
+def _same_store(store, truth, n, ratio, seed):
+    """Whether ``store`` is the one :func:`run_one` would simulate (same network, rows, noise and seed)."""
+    try:
+        src = sr.open_store(store)
+        attrs = json.loads((Path(store) / "zarr.json").read_text())["attributes"]
+    except Exception:  # noqa: BLE001 - absent or unreadable: simulate it
+        return False
+    t = attrs["truth"]
+    same_net = all(np.array_equal(np.asarray(t[k], dtype=float), np.asarray(getattr(truth.network, k), dtype=float))
+                   for k in ("a", "W", "b"))
+    sim = attrs.get("simulation", {})
+    return same_net and src.n_samples == n and sim.get("seed") == seed and sim.get("noise_ratio") == ratio
+
+
+def _time_no_refine(row, exe, store, stem, m, where, workers, repeat):
+    """``fit`` and ``fit --no-refine`` on the same cluster, alternating ``repeat`` times: medians and each run."""
+    fits, bare = [row["this"]["wall_s"]], []
+    for k in range(repeat):
+        if k:
+            _, wall, _ = _fit(exe, store, f"{stem}.json", m, extra=("--no-state", "--overwrite", *where), workers=workers)
+            fits.append(wall)
+        _, wall, peak = _fit(exe, store, f"{stem}-norefine.json", m,
+                             extra=("--no-state", "--overwrite", "--no-refine", *where), workers=workers)
+        bare.append(wall)
+        print(f"  {row['case']} seed {row['seed']} run {k + 1}: fit {fits[-1]:.1f} s, fit --no-refine {wall:.1f} s: "
+              f"{fits[-1] / wall:.2f}x", flush=True)
+    row["this"].update(wall_s=float(np.median(fits)), walls_s=fits)
+    row["no_refine"] = {"wall_s": float(np.median(bare)), "walls_s": bare, "peak_mib": peak / 2**20}
+    print(f"  {row['case']} seed {row['seed']}: medians of {repeat}: fit {np.median(fits):.1f} s, fit --no-refine "
+          f"{np.median(bare):.1f} s: {np.median(fits) / np.median(bare):.2f}x", flush=True)
+
+
+def _earlier_optimum(path, row):
+    """The full-data optimum of an earlier run's JSON for the same case, seed and rows (its store and test
+    draws are the same: both are seeded), marked as reused; None without one."""
+    if path is None:
+        return None
+    for old in json.loads(Path(path).read_text()):
+        if (old["case"], old["seed"], old["n"]) == (row["case"], row["seed"], row["n"]) and "optimum" in old:
+            return {**old["optimum"], "reused_from": str(path)}
+    return None
+
+
 def run_one(name, seed, workdir, args):
     c = CASES[name]
     d, m, n = c["d"], c["m"], args.n or c["n"]
     truth = truth_of(name, seed)
     store = str(workdir / f"{name}-{seed}.zarr")
     t0 = time.perf_counter()
-    sr.simulate_store(store, truth=truth, n_samples=n, noise=c["ratio"], seed=seed, overwrite=True)
+    if not (args.reuse_stores and _same_store(store, truth, n, c["ratio"], seed)):
+        sr.simulate_store(store, truth=truth, n_samples=n, noise=c["ratio"], seed=seed, overwrite=True)
     sim_s = time.perf_counter() - t0
     exe = [sys.executable, "-m", "stream_relu.cli"]
     where = ("--scheduler", args.scheduler) if args.scheduler else ()
@@ -159,11 +203,7 @@ def run_one(name, seed, workdir, args):
            "this": {"wall_s": wall, "peak_mib": peak / 2**20, "passes": this.diagnostics["stages"].get("full_data", {}).get("passes", 0),
                     "grad_norm": this.diagnostics["stages"].get("full_data", {}).get("grad_norm")}}
     if args.time_no_refine:  # the moment passes alone, on the same cluster: the cost of the refinement
-        _, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-norefine.json"), m,
-                             extra=("--no-state", "--overwrite", "--no-refine", *where), workers=workers)
-        row["no_refine"] = {"wall_s": wall, "peak_mib": peak / 2**20}
-        print(f"  {name} seed {seed}: fit {row['this']['wall_s']:.1f} s, fit --no-refine {wall:.1f} s: "
-              f"{row['this']['wall_s'] / wall:.2f}x", flush=True)
+        _time_no_refine(row, exe, store, workdir / f"{name}-{seed}", m, where, workers, args.repeat)
     if args.baseline:  # on its own default local cluster: 0.1's code on its workers too
         env = {**os.environ, "PYTHONPATH": str(args.baseline)}
         base, wall, peak = _fit(exe, store, str(workdir / f"{name}-{seed}-v01.json"), m, env=env)
@@ -175,7 +215,10 @@ def run_one(name, seed, workdir, args):
     row["this"]["rel_mse"] = rel_mse(this, xt, ft)
     if args.baseline:
         row["v01"]["rel_mse"] = rel_mse(base, xt, ft)
-    if n * (d + 1) * 8 <= args.optimum_max_gib * 2**30:
+    earlier = _earlier_optimum(args.optimum_from, row)
+    if earlier is not None:
+        row["optimum"] = earlier
+    elif n * (d + 1) * 8 <= args.optimum_max_gib * 2**30:
         t0 = time.perf_counter()
         opt, iters, gnorm = full_data_optimum(store, this)
         row["optimum"] = {"rel_mse": rel_mse(opt, xt, ft), "iterations": iters, "grad_norm": gnorm, "seconds": time.perf_counter() - t0}
@@ -214,6 +257,11 @@ def main(argv=None):
     parser.add_argument("--n", type=lambda t: int(float(t)), default=None, help="override the cases' row counts")
     parser.add_argument("--scheduler", default=None, help="run this checkout's fits on this cluster (default: a local one each)")
     parser.add_argument("--time-no-refine", action="store_true", help="also time fit --no-refine (same cluster)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --time-no-refine: alternate both fits this many times (medians)")
+    parser.add_argument("--reuse-stores", action="store_true",
+                        help="use a store kept (--keep) in --workdir when it holds the same network, rows, noise and seed")
+    parser.add_argument("--optimum-from", default=None,
+                        help="an earlier run's --json: reuse its full-data optimum for the same case, seed and rows")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream-relu-efficiency-")).resolve()

@@ -1,10 +1,11 @@
 """Gauss-Newton curvature of the squared loss, Newton steps from streamed gradients, and standard errors.
 
-The full-data refinement (:func:`stream_relu.stages.full_data_passes`)
-takes Newton-type steps whose gradient is summed over every row of the
-store (the :data:`~stream_relu.refine.REFINE` kernel, one pass per step)
-and whose curvature is computed once on the in-memory refinement rows
-(:func:`curvature`).  The same curvature, with the residuals' squares as
+The refinement of noisy labels takes Newton-type steps
+(:func:`newton_descent`) whose curvature is computed once on the in-memory
+refinement rows (:func:`curvature`) and whose gradient is summed over
+those rows, then over every row of the store
+(:func:`stream_relu.stages.full_data_passes`: the
+:data:`~stream_relu.refine.REFINE` kernel, one pass per step).  The same curvature, with the residuals' squares as
 weights, gives the sandwich covariance of the fitted parameters
 (:func:`standard_errors`).
 
@@ -39,11 +40,15 @@ all ``n`` rows of the store), ``delta = -H^{-1} g``; the predicted fall of
 the per-row loss ``(1/2n) sum e^2`` is ``g^T H^{-1} g / 2`` (the Newton
 decrement).  ``H`` estimated from ``n_c`` rows errs by about
 ``sqrt(p / n_c)`` in relative terms, so near the optimum each step shrinks
-the distance to the full-data optimum by about that factor.  A step is
-worth a pass while the decrement exceeds ``STOP_FRACTION`` of
-``sigma^2 p / n`` (``sigma^2`` the mean squared residual): the excess test
-error the full-data optimum itself has (``sigma^2 p / n``) is then changed
-by at most that fraction.
+the distance to the full-data optimum by about that factor (closer in,
+by less: the loss over finitely many rows has a kink per row and unit,
+which the smooth curvature does not see).  A step is worth a pass while
+the decrement exceeds ``STOP_FRACTION`` of ``sigma^2 p / n`` (``sigma^2``
+the mean squared residual): the excess test error the full-data optimum
+itself has (``sigma^2 p / n``) is then changed by at most that fraction.
+The stopping step is taken all the same (it costs no pass), and so is a
+step of at most ``TRUST_FRACTION sigma^2 p / n`` after one whose realized
+fall matched its prediction (:func:`newton_descent`).
 
 Standard errors (sandwich).  The least-squares estimate over ``n`` rows
 has covariance ``H^{-1} M H^{-1} / n`` (robust to noise whose variance
@@ -60,7 +65,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
@@ -70,13 +75,15 @@ from .refine import Params
 
 __all__ = [
     "P_DENSE_MAX", "STOP_FRACTION", "n_reduced", "tangent_bases", "Tangent", "jacobian",
-    "Curvature", "curvature", "Step", "newton_step", "standard_errors",
+    "Curvature", "curvature", "Step", "newton_step", "newton_descent", "standard_errors",
 ]
 
 P_DENSE_MAX = 4000  # reduced parameters up to which H (p x p) is formed and standard errors are given
 CURVATURE_FLOPS = 2e11  # rows of the curvature: at most this / p^2 (and at least CURVATURE_MIN_PER_P * p)
 CURVATURE_MIN_PER_P = 100
 STOP_FRACTION = 0.01  # a Newton step is worth a pass while it would lower the loss by more than this x sigma^2 p / n
+TRUST_FRACTION = 0.25  # a last step predicted to lower the MSE by at most this x sigma^2 p / n is taken unchecked ...
+TRUST_RTOL = 0.25  # ... when the step before it lowered the MSE by its predicted fall within this fraction
 BLOCK_ROWS = 8192
 
 
@@ -319,6 +326,135 @@ def newton_step(curv, g):
         op = LinearOperator((p, p), matvec=curv.product, dtype=np.float64)
         delta, _ = cg(op, -g, rtol=1e-10, maxiter=10 * p)
     return Step(delta, float(-g @ delta), float(np.linalg.norm(g)))
+
+
+@dataclass(frozen=True)
+class _Point:
+    """An evaluated point of :func:`newton_descent`, the step taken from it and the fraction of it taken."""
+
+    params: Params
+    loss: float
+    step: Step
+    alpha: float = 1.0
+
+    @property
+    def predicted(self):
+        """The predicted fall of the MSE for ``alpha`` times the step: ``(2 alpha - alpha^2) g^T H^{-1} g``."""
+        return (2.0 * self.alpha - self.alpha**2) * self.step.decrement
+
+    def moved(self, bases):
+        return Tangent(self.params.normalized(), bases).expand(self.alpha * self.step.delta)
+
+
+def _stop(point, loss, step, floor, take_last):
+    """Why the descent stops at an evaluated point, or None; ``floor`` is ``sigma^2 p / n``."""
+    if step.decrement <= STOP_FRACTION * floor:
+        return (f"the next step's predicted fall of the MSE is {step.decrement:.3g} <= {STOP_FRACTION:g} sigma^2 p / n "
+                f"= {STOP_FRACTION * floor:.3g}" + ("; taken" if take_last else ""))
+    if not take_last or point is None or step.decrement > TRUST_FRACTION * floor:
+        return None
+    fell = point.loss - loss
+    if abs(fell / point.predicted - 1.0) > TRUST_RTOL:
+        return None
+    return (f"the last step's fall of the MSE, {fell:.3g}, was within {TRUST_RTOL:.0%} of its prediction "
+            f"{point.predicted:.3g}, and the next step's predicted fall, {step.decrement:.3g}, is at most "
+            f"{TRUST_FRACTION:g} sigma^2 p / n = {TRUST_FRACTION * floor:.3g}: it was taken without a pass to check it")
+
+
+def newton_descent(curv, sums_at, params, max_evals, *, var_y, take_last, target=None, noun="evaluations"):
+    """Newton steps ``-H^{-1} g`` with the fixed curvature ``curv`` and gradients from ``sums_at``.
+
+    Parameters
+    ----------
+    curv : Curvature
+        At a point near ``params``; steps are taken in its tangent bases
+        (continuous in the parameters, unlike bases built afresh at each
+        point, which turn when a coordinate of ``w_i`` changes sign).
+    sums_at : callable
+        ``sums_at(params, k) -> MomentState`` (kind ``"refine"``: sums
+        ``loss``, half the squared errors, and ``grad``, packed) for the
+        ``k``-th evaluation: in-memory rows, or a pass over the store.
+    params : Params
+    max_evals : int
+        Evaluations at most.
+    var_y : float
+        The labels' variance (MSEs are reported relative to it).
+    take_last : bool
+        Take the stopping step without evaluating it (passes over a store,
+        where an evaluation is a pass), rather than stop at the last
+        evaluated point (in-memory rows).
+    target : float, optional
+        Stop once the relative MSE is at most this.
+    noun : str
+        What an evaluation is called in the stop message ("passes").
+
+    Returns
+    -------
+    params : Params
+        Unit ``w_i``.
+    info : dict
+        ``evaluations``, ``rows`` (of the last evaluation), ``rel_mse`` and
+        ``decrement`` (predicted fall of the relative MSE; None after a
+        rejected step) per evaluation, ``grad_norm`` (the last accepted
+        point's, per row, reduced coordinates), ``converged``,
+        ``target_reached``, ``stop``.
+
+    Notes
+    -----
+    The evaluation at ``theta_k`` gives the MSE ``L_k`` and the step's
+    predicted fall ``D_k = g^T H^{-1} g``.  A rise of the MSE halves the
+    step from the point before instead.  The descent stops when
+    ``D_k <= STOP_FRACTION sigma^2 p / n`` (``sigma^2 = L_k``: the step
+    would change the full-data optimum's excess test error by at most that
+    fraction); with ``take_last`` also when the step before fell by its
+    prediction within ``TRUST_RTOL`` (the quadratic model holds at that
+    scale, and ``D_k`` is far smaller) and ``D_k <= TRUST_FRACTION sigma^2 p
+    / n``: that step is taken without a pass to check it.  Near the optimum
+    each step shrinks the distance to it by about ``sqrt(p / n_c)``, so the
+    unchecked step leaves an excess of order ``(p / n_c) D_k``.  Taking the
+    stopping step matters for the test error even when ``D_k`` is small:
+    the distance left enters the excess test error through its product
+    with the optimum's own error, of order ``sqrt(D_k sigma^2 p / n)``.
+    """
+    p = curv.tangent.n_params
+    info = {"evaluations": 0, "rows": 0, "rel_mse": [], "decrement": [], "converged": False, "target_reached": False}
+    point = None  # the last accepted point and the step taken from it
+    while info["evaluations"] < max_evals:
+        state = sums_at(params, info["evaluations"] + 1)
+        n = state.count
+        loss = 2.0 * float(state.sums["loss"]) / n
+        info.update(evaluations=info["evaluations"] + 1, rows=int(n))
+        info["rel_mse"].append(loss / var_y)
+        if point is not None and loss > point.loss:  # the step overshot: half of it from the same point
+            point = replace(point, alpha=0.5 * point.alpha)
+            params = point.moved(curv.tangent.bases)
+            info["decrement"].append(None)
+            continue
+        tangent = Tangent(params.normalized(), curv.tangent.bases)
+        step = newton_step(curv, tangent.reduce(state.sums["grad"]) / n)
+        info["decrement"].append(step.decrement / var_y)
+        info["grad_norm"] = step.grad_norm
+        if target is not None and loss / var_y <= target:
+            info.update(converged=True, target_reached=True, stop=f"the relative MSE {loss / var_y:.3g} reached the target {target:g}")
+            return tangent.params, info
+        stop = _stop(point, loss, step, loss * p / n, take_last)
+        if stop is not None:
+            info.update(converged=True, stop=stop)
+            return (tangent.expand(step.delta) if take_last else tangent.params), info
+        point = _Point(tangent.params, loss, step)
+        params = tangent.expand(step.delta)
+    return _capped(point, params, info, f"{max_evals} {noun}", take_last)
+
+
+def _capped(point, params, info, made, take_last):
+    """The descent's result after the last evaluation allowed: the last step unchecked, or the last accepted point."""
+    last = next((v for v in reversed(info["decrement"]) if v is not None), float("nan"))
+    if take_last:
+        info["stop"] = (f"{made} made (the most allowed); the last step was taken unchecked "
+                        f"(its predicted fall of the relative MSE: {last:.3g})")
+        return params, info
+    info["stop"] = f"{made} made (the most allowed); the last accepted point is returned"
+    return (params if point is None else point.params), info
 
 
 def _ridge(H):

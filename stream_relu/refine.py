@@ -130,9 +130,29 @@ class RefinePlan:
 
 
 def refine_chunk(x, y, plan):
-    """:func:`loss_grad_chunk` of raw rows ``x``, whitened with the plan's mean and whitener."""
-    z = (np.asarray(x, dtype=np.float64) - plan.mean) @ plan.whitener
-    return loss_grad_chunk(z, y, plan.params, plan.key)
+    """:func:`loss_grad_chunk` of raw rows ``x`` in the plan's whitening, without forming the whitened rows.
+
+    Notes
+    -----
+    With ``z = (x - mean) T`` (``T`` the whitener) and ``x_c = x - mean``,
+    ``<w_i, z> = <T w_i, x_c>`` and ``<u, z> = <T u, x_c>``, so the network
+    is evaluated on the centred rows with ``V = T W`` and ``T u`` (``d m``
+    products per row instead of the ``d^2`` of whitening), and the
+    gradients in ``W`` and ``u`` are ``z^T G = T^T (x_c^T G)`` for
+    ``G = [g_h, e]``: a ``d x d`` product per chunk, not per row.  The
+    sums equal :func:`loss_grad_chunk`'s on the whitened rows up to
+    rounding (tests/test_refine.py).
+    """
+    p, T = plan.params, plan.whitener
+    xc = np.asarray(x, dtype=np.float64) - plan.mean
+    y = np.asarray(y, dtype=np.float64)
+    h = xc @ (T @ p.W) + p.b
+    act = np.maximum(h, 0.0)
+    e = act @ p.a + xc @ (T @ p.u) + p.c - y
+    g_h = (h > 0) * (e[:, None] * p.a)
+    G = T.T @ (xc.T @ np.column_stack([g_h, e]))
+    grad = np.concatenate([act.T @ e, G[:, :-1].ravel(), g_h.sum(axis=0), G[:, -1], [e.sum()]])
+    return MomentState("refine", plan.key, xc.shape[0], {"loss": np.array(0.5 * (e @ e)), "grad": grad})
 
 
 REFINE = ChunkKernel("refine", refine_chunk)

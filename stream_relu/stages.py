@@ -22,7 +22,7 @@ from . import settings
 from .engine import ChunkOptions, Progress, StepProgress, reduce_chunks
 from .errors import RecoveryError
 from .network import ReluNetwork
-from .newton import P_DENSE_MAX, STOP_FRACTION, Tangent, curvature, curvature_rows, n_reduced, newton_step, standard_errors
+from .newton import P_DENSE_MAX, curvature, curvature_rows, n_reduced, newton_descent, standard_errors
 from .recovery import canonical_flips, recover
 from .refine import REFINE, RESIDUAL, InMemoryObjective, Params, RefinePlan, ResidualPlan, refine, residual_t2
 from .width import GROUPS, HELDOUT_Z, heldout_gain, residual_look, unit_from_residual
@@ -168,78 +168,63 @@ def _full_pass(store, params, k, used):
     return red
 
 
-@dataclass(frozen=True)
-class _Point:
-    """A point of the full-data passes: its parameters, mean squared residual, and the step taken from it."""
+def full_data_passes(store, curv, params, max_passes, target=None):
+    """Newton steps with gradients over every row and the in-memory rows' curvature ``curv``.
 
-    params: Params
-    loss: float
-    delta: np.ndarray
-
-
-def full_data_passes(store, objective, params, max_passes):
-    """Newton steps with gradients over every row and the in-memory rows' curvature (:mod:`stream_relu.newton`).
-
-    Pass ``k`` sums the loss and gradient at ``theta_k`` over the store;
-    the step ``-H^{-1} g`` (``H`` the Gauss-Newton matrix of the in-memory
-    rows at the start) gives ``theta_{k+1}``.  The passes stop once the
-    next step's predicted fall of the MSE (the Newton decrement
-    ``g^T H^{-1} g``) is at most ``STOP_FRACTION`` of ``sigma^2 p / n``
-    (``sigma^2`` the mean squared residual over every row, ``p`` the
-    reduced parameters): the parameters are then those of the last pass,
-    whose gradient is reported.  After ``max_passes`` passes the last step is taken without a
-    pass to check it (``converged`` False; its predicted fall is reported).
-    A pass whose loss is above the previous pass's halves that step
-    instead (the curvature of the rows misled it).
+    Pass ``k`` sums the loss and gradient at ``theta_k`` over the store (one
+    :data:`~stream_relu.refine.REFINE` pass); the step ``-H^{-1} g`` gives
+    ``theta_{k+1}`` (:func:`~stream_relu.newton.newton_descent` with
+    ``take_last``: the stopping step is taken without a pass to check it,
+    and so is the step after ``max_passes`` passes, ``converged`` False).
 
     Returns
     -------
     Refinement
         ``params`` and ``stages``: ``passes``, ``rows``, ``curvature_rows``,
-        ``rel_mse`` (over every row, per pass), ``decrement`` (predicted
-        fall of the relative MSE, per pass), ``grad_norm`` (the last pass's,
-        per row, reduced coordinates), ``converged``, ``stop``; and
-        ``reused_chunks`` (from the state folder).
+        ``n_params``, ``rel_mse`` (over every row, per pass), ``decrement``
+        (predicted fall of the relative MSE, per pass), ``grad_norm`` (the
+        last accepted pass's, per row, reduced coordinates), ``converged``,
+        ``stop``; and ``reused_chunks`` (from the state folder).
     """
-    fn, var_y = objective.fn, max(store.gauss.var_y, np.finfo(float).tiny)
-    curv = curvature(fn.z, fn.y, params, dense_max=P_DENSE_MAX)
-    p = curv.tangent.n_params
-    log.info("full-data refinement: curvature of %d parameters on %d rows", p, curv.rows)
-    info = {"passes": 0, "rows": 0, "curvature_rows": curv.rows, "n_params": p, "rel_mse": [], "decrement": [], "converged": False}
-    previous = None  # the last pass's _Point
-    used, reused = set(), 0
-    while info["passes"] < max_passes:
-        red = _full_pass(store, params, info["passes"] + 1, used)
-        state = red.state
-        reused += red.report.reused
-        n = state.count
-        loss = 2.0 * float(state.sums["loss"]) / n
-        info.update(passes=info["passes"] + 1, rows=int(n))
-        info["rel_mse"].append(loss / var_y)
-        if previous is not None and loss > previous.loss:  # the step overshot: half of it from the same point
-            previous = replace(previous, delta=0.5 * previous.delta)
-            params = Tangent(previous.params.normalized(), curv.tangent.bases).expand(previous.delta)
-            info["decrement"].append(None)
-            continue
-        # the curvature point's bases: continuous in the parameters (a basis built afresh at each point,
-        # by a reflection, may turn when a coordinate of w changes sign), so H still applies
-        tangent = Tangent(params.normalized(), curv.tangent.bases)
-        step = newton_step(curv, tangent.reduce(state.sums["grad"]) / n)
-        info["decrement"].append(step.decrement / var_y)
-        info["grad_norm"] = step.grad_norm
-        if step.decrement <= STOP_FRACTION * loss * p / n:
-            info.update(converged=True, stop=f"the next step's predicted fall of the MSE is {step.decrement:.3g} <= "
-                        f"{STOP_FRACTION:g} sigma^2 p / n = {STOP_FRACTION * loss * p / n:.3g}")
-            break
-        previous = _Point(params, loss, step.delta)
-        params = tangent.expand(step.delta)
-    else:
-        last = next((v for v in reversed(info["decrement"]) if v is not None), float("nan"))
-        info["stop"] = (f"{max_passes} passes made (refine_passes); the last step was taken without a pass to check it "
-                        f"(the last predicted fall of the relative MSE: {last:.3g})")
+    used, reused = set(), []
+
+    def sums_at(at, k):
+        red = _full_pass(store, at, k, used)
+        reused.append(red.report.reused)
+        return red.state
+
+    log.info("full-data refinement: curvature of %d parameters on %d rows", curv.tangent.n_params, curv.rows)
+    var_y = max(store.gauss.var_y, np.finfo(float).tiny)
+    params, info = newton_descent(curv, sums_at, params, max_passes, var_y=var_y, take_last=True, target=target, noun="passes")
+    info = {"passes": info.pop("evaluations"), "curvature_rows": curv.rows, "n_params": curv.tangent.n_params, **info}
     if store.folder is not None:
         store.folder.prune(used, kinds=("refine",))  # passes of earlier fits with other parameters
-    return Refinement(params, info, reused_chunks=reused)
+    return Refinement(params, info, reused_chunks=sum(reused))
+
+
+NEWTON_MAX_EVALS = 50  # in-memory Newton evaluations at most (each one loss and gradient over the rows)
+
+
+def _newton(objective, curv, params, gauss, how, progress):
+    """Newton steps on the in-memory rows with the fixed curvature ``curv``; ``(params, info)`` like :func:`_refine`'s."""
+    step = StepProgress(f"refinement ({objective.used['rows']:,} rows, Newton)", NEWTON_MAX_EVALS, enabled=progress)
+    var_y = max(gauss.var_y, np.finfo(float).tiny)
+
+    def sums_at(at, k):
+        state = objective.fn(at)
+        step.update(k, f"rel MSE {2.0 * float(state.sums['loss']) / (state.count * var_y):.3g}")
+        return state
+
+    params, out = newton_descent(curv, sums_at, params, NEWTON_MAX_EVALS, var_y=var_y, take_last=False, target=how.target,
+                                 noun="steps")
+    accepted = [v for v, dec in zip(out["rel_mse"], out["decrement"]) if dec is not None]
+    info = {
+        "method": "newton", "rel_mse_start": out["rel_mse"][0], "rel_mse_end": accepted[-1], "history": out["rel_mse"],
+        "iterations": out["evaluations"], "evaluations": out["evaluations"], "converged": out["converged"],
+        "message": out["stop"], "target_reached": out["target_reached"], "curvature_rows": curv.rows,
+    }
+    step.finish(f"{info['iterations']} Newton steps, rel MSE {info['rel_mse_start']:.3g} -> {info['rel_mse_end']:.3g}")
+    return params, info
 
 
 def _rel_mse(objective, params, var_y):
@@ -259,8 +244,55 @@ def _refine(objective, params, gauss, how, progress):
 
 
 def _entry(objective, info):
-    """A ``stages["refined"]`` entry: the rows and the refinement's summary (its history aside)."""
-    return {"rows": objective.used["rows"], **{k: v for k, v in info.items() if k != "history"}}
+    """A ``stages["refined"]`` entry: the rows, the method and the refinement's summary (its history aside)."""
+    return {"rows": objective.used["rows"], "method": "lbfgs", **{k: v for k, v in info.items() if k != "history"}}
+
+
+@dataclass
+class _Later:
+    """What the refinement of noisy labels adds after the first in-memory run."""
+
+    params: Params
+    objective: _Objective
+    refined: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    rows_used: list = field(default_factory=list)
+    reused: int = 0
+
+
+def _noisy_refinement(store, objective, params, how):
+    """The second in-memory run (up to ``how.rows_max`` rows), then the passes over every row.
+
+    The Gauss-Newton curvature of the second run's rows, at the first
+    run's parameters, serves both: Newton steps on those rows
+    (:func:`_newton`; L-BFGS above ``P_DENSE_MAX`` reduced parameters,
+    where no matrix is formed), then :func:`full_data_passes` when the
+    labels still look noisy and the store holds more rows.
+    """
+    source, gauss = store.source, store.gauss
+    out = _Later(params, objective)
+    rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
+    curv, info = None, {"target_reached": False, "rel_mse_end": np.inf}
+    if rows2 > objective.used["rows"]:
+        out.objective = _in_memory(source, gauss, rows2, params.n_hidden)
+        fn = out.objective.fn
+        curv = curvature(fn.z, fn.y, params, dense_max=P_DENSE_MAX)
+        if curv.dense:
+            out.params, info = _newton(out.objective, curv, params, gauss, how, store.progress)
+        else:
+            out.params, info = _refine(out.objective, params, gauss, how, store.progress)
+        out.refined.append(_entry(out.objective, info))
+        out.history += info["history"]
+        out.rows_used.append(out.objective.used)
+    noisy = info["rel_mse_end"] > settings.NOISY_REL_MSE and not info["target_reached"]
+    if noisy and how.passes > 0 and source.n_samples > out.objective.used["rows"] and store.runner is not None:
+        fn = out.objective.fn
+        curv = curv or curvature(fn.z, fn.y, out.params, dense_max=P_DENSE_MAX)
+        full = full_data_passes(store, curv, out.params, how.passes, how.target)
+        out.params, out.stages["full_data"], out.reused = full.params, full.stages, full.reused_chunks
+        out.rows_used.append({"rows": full.stages["rows"], "streamed": True, "passes": full.stages["passes"]})
+    return out
 
 
 def refinement_stage(source, runner, gauss, start, how, progress=False, search=False, folder=None):
@@ -295,20 +327,13 @@ def refinement_stage(source, runner, gauss, start, how, progress=False, search=F
             params, looks, m = found.params, found.looks, found.params.n_hidden
             rel_mse = found.stages["rel_mse_train"]
             stages["width_search"] = found.stages
-        rows2 = min(source.n_samples, how.rows_max, settings.REFINE_MEMORY_BYTES // (8 * source.n_features))
-        noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
-        if m > 0 and noisy and rows2 > objective.used["rows"]:
-            objective = _in_memory(source, gauss, rows2, m)
-            params, info = _refine(objective, params, gauss, how, progress)
-            stages["refined"].append(_entry(objective, info))
-            history += info["history"]
-            rel_mse = info["rel_mse_end"]
-            rows_used.append(objective.used)
-        noisy = rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]
-        if m > 0 and noisy and how.passes > 0 and source.n_samples > objective.used["rows"] and runner is not None:
-            full = full_data_passes(_Store(source, runner, gauss, progress, folder), objective, params, how.passes)
-            params, stages["full_data"], reused = full.params, full.stages, full.reused_chunks
-            rows_used.append({"rows": full.stages["rows"], "streamed": True, "passes": full.stages["passes"]})
+        if m > 0 and rel_mse > settings.NOISY_REL_MSE and not info["target_reached"]:
+            later = _noisy_refinement(_Store(source, runner, gauss, progress, folder), objective, params, how)
+            params, objective, reused = later.params, later.objective, later.reused
+            stages["refined"] += later.refined
+            stages.update(later.stages)
+            history += later.history
+            rows_used += later.rows_used
         params = oriented(params) if m > 0 else params
     if not how.enabled:
         stderr = {"available": False, "reason": "the model is the moment estimate (refinement off); the sandwich is that of least squares"}

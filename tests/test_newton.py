@@ -112,13 +112,18 @@ def test_full_data_passes_reach_the_least_squares_optimum_of_every_row(tmp_path)
     x, y = _rows(path)
     m = res.model
     fitted = Params(m.a, m.W, m.b, m.u, m.c)
-    opt, _ = refine(InMemoryObjective(x, y, 3), fitted, var_y=float(np.var(y)), maxiter=3000)
+    opt, info = refine(InMemoryObjective(x, y, 3), fitted, var_y=float(np.var(y)), maxiter=3000)
     se = m.stderr
     dist = np.concatenate([(opt.normalized().b - m.b) / se["b"], (opt.normalized().a - m.a) / se["a"]])
     assert np.max(np.abs(dist)) < 0.1  # the passes end within a tenth of a standard error of the optimum
+    # their training MSE is above the optimum's by less than 1% of the optimum's own excess, sigma^2 p / n
+    floor = info["rel_mse_end"] * full["n_params"] / full["rows"]
+    assert 0 <= info["rel_mse_start"] - info["rel_mse_end"] < 0.01 * floor
+    # test error within the 1.05 of the optimum's (what is left of the distance moves it by about
+    # 2 sqrt(excess / (sigma^2 p / n)) times a cosine, here up to ~6%)
     xt, ft = truth.sample(np.random.default_rng(1), 200_000)
     ratio = np.mean((m.predict(xt) - ft) ** 2) / np.mean((opt.predict(xt) - ft) ** 2)
-    assert ratio < 1.02
+    assert ratio < 1.05
 
 
 def test_resumed_fit_reuses_the_refinement_passes_bitwise(tmp_path):
@@ -202,7 +207,12 @@ def test_above_the_dense_limit_steps_are_matrix_free_and_standard_errors_say_why
     assert not free.model.stderr["available"] and "more than 10" in free.model.stderr["reason"]
     monkeypatch.undo()
     dense = sr.fit(path, **kw)
-    # conjugate gradients solve the same Newton systems: the same passes, parameters equal to solver precision
-    assert free.run["refine_passes"] == dense.run["refine_passes"]
-    np.testing.assert_allclose(free.model.b, dense.model.b, atol=1e-6)
-    np.testing.assert_allclose(free.model.W, dense.model.W, atol=1e-6)
+    # matrix-free: L-BFGS on the in-memory rows, then passes whose Newton systems conjugate gradients
+    # solve; dense: Newton steps on those rows too.  Both stop near the same optimum of every row: within
+    # a twentieth of a standard error (the stop rules leave about a tenth of one at most)
+    assert [e["method"] for e in free.diagnostics["stages"]["refined"]] == ["lbfgs", "lbfgs"]
+    assert [e["method"] for e in dense.diagnostics["stages"]["refined"]] == ["lbfgs", "newton"]
+    assert 1 <= free.run["refine_passes"] <= 3 and 1 <= dense.run["refine_passes"] <= 3
+    se = dense.model.stderr
+    assert np.max(np.abs(free.model.b - dense.model.b) / se["b"]) < 0.05
+    assert np.max(np.abs(free.model.W - dense.model.W) / se["W"]) < 0.05
